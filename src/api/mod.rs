@@ -1,0 +1,1 @@
+//! Custom resources: `MigrationPlan` and `MachineMigration` (group `amamigrator.io`, `v1alpha1`).

@@ -1,0 +1,124 @@
+//! Command-line wiring: one clap `Args`, one function per subcommand (each in its own module).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod crd;
+mod dcr;
+mod plan;
+mod simulator;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ama-migrator",
+    version,
+    about = "Migrate Azure VMs and Arc servers from the Log Analytics agent to the Azure Monitor Agent, one agent per data source"
+)]
+pub struct Args {
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true, env = "AMA_MIGRATOR_LOG_JSON")]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the Azure simulator standalone on a loopback address.
+    Simulator(SimulatorArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+    /// Dry-run a plan against an inventory: waves, blocked machines, legacy flips, windows, ETA.
+    Plan(PlanArgs),
+    /// Data Collection Rule tools.
+    #[command(subcommand)]
+    Dcr(DcrCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulatorArgs {
+    /// Loopback address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0", env = "AMA_MIGRATOR_SIM_LISTEN")]
+    pub listen: String,
+    /// Scenario file (JSON or YAML); without it a default mixed fleet of 500 machines is served.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum OutputFormat {
+    #[default]
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The MigrationPlan (YAML or JSON).
+    #[arg(long)]
+    pub plan: PathBuf,
+    /// Resource Graph response JSON of the inventory query (see README).
+    #[arg(long)]
+    pub inventory: PathBuf,
+    /// Optional Log Analytics result of the Heartbeat query, for senders ARM cannot see.
+    #[arg(long)]
+    pub heartbeat: Option<PathBuf>,
+    /// Optional JSON list of the workspace's legacy dataSources (as a list call returns them).
+    #[arg(long)]
+    pub datasources: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DcrCommand {
+    /// Convert a workspace's legacy dataSources into equivalent DCRs (printed as JSON).
+    FromWorkspace(DcrFromWorkspaceArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DcrFromWorkspaceArgs {
+    /// JSON returned by listing the workspace's dataSources (`{"value": [...]}`), or a plain array.
+    #[arg(long)]
+    pub datasources: PathBuf,
+    /// Workspace resource ID the DCRs send to (default: derived from the dataSource IDs).
+    #[arg(long)]
+    pub workspace: Option<String>,
+    /// Azure region of the DCRs (must be the workspace's region).
+    #[arg(long, default_value = "westeurope")]
+    pub location: String,
+}
+
+/// Run the parsed command; errors are printed with their full cause chain.
+pub fn run(args: Args) -> ExitCode {
+    init_tracing(args.log_json);
+    let result = match args.command {
+        Command::Simulator(a) => simulator::run(a),
+        Command::Crd => crd::run(),
+        Command::Plan(a) => plan::run(a),
+        Command::Dcr(DcrCommand::FromWorkspace(a)) => dcr::run_from_workspace(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,0 +1,1 @@
+//! The Azure simulator (design.md §7).
