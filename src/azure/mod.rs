@@ -1,5 +1,7 @@
 //! The one ARM client (design.md §6).
 
+pub mod datasource;
 pub mod resource_id;
 
+pub use datasource::{WorkspaceDataSource, WorkspaceDataSourceList};
 pub use resource_id::{ResourceId, ResourceIdError};
