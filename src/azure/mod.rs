@@ -1,6 +1,7 @@
 //! The one ARM client (design.md §6).
 
 pub mod datasource;
+pub mod dcr;
 pub mod resource_id;
 
 pub use datasource::{WorkspaceDataSource, WorkspaceDataSourceList};
