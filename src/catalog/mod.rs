@@ -3,7 +3,13 @@
 //! `DataSourceType` names every data source a plan can move. It is the key of the catalog, of the
 //! planner's per-(machine, data source) assignment, and of the simulator's ingestion ledger.
 
+pub mod legacy;
 pub mod settings;
+pub mod table;
+
+pub use legacy::{LegacyConfig, LegacyConfigError, LegacySecurityTier};
+pub use settings::DataSourceSettings;
+pub use table::{Catalog, CatalogError, CatalogOverride, CatalogRow, Support};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
