@@ -1,1 +1,11 @@
 //! Custom resources: `MigrationPlan` and `MachineMigration` (group `amamigrator.io`, `v1alpha1`).
+
+pub mod conditions;
+pub mod crd;
+pub mod duration;
+pub mod load;
+pub mod machine;
+pub mod plan;
+
+pub use machine::{MachineMigration, MachineMigrationSpec, MachineMigrationStatus};
+pub use plan::{MigrationPlan, MigrationPlanSpec, MigrationPlanStatus};
