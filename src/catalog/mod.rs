@@ -6,6 +6,7 @@
 pub mod legacy;
 pub mod settings;
 pub mod table;
+pub mod xpath;
 
 pub use legacy::{LegacyConfig, LegacyConfigError, LegacySecurityTier};
 pub use settings::DataSourceSettings;
