@@ -3,6 +3,8 @@
 //! `DataSourceType` names every data source a plan can move. It is the key of the catalog, of the
 //! planner's per-(machine, data source) assignment, and of the simulator's ingestion ledger.
 
+pub mod convert;
+pub mod dcr;
 pub mod legacy;
 pub mod settings;
 pub mod table;

@@ -90,6 +90,9 @@ pub struct DcrFromWorkspaceArgs {
     /// Azure region of the DCRs (must be the workspace's region).
     #[arg(long, default_value = "westeurope")]
     pub location: String,
+    /// Data collection endpoint resource ID for custom text logs (without it they are reported, not converted).
+    #[arg(long)]
+    pub data_collection_endpoint: Option<String>,
 }
 
 /// Run the parsed command; errors are printed with their full cause chain.
