@@ -549,3 +549,87 @@ fn broken_spec_folders_fail_loudly() {
     assert!(matches!(err, SpecError::UnresolvedRefs { .. }), "{err}");
     assert!(err.to_string().contains("b.json"), "{err}");
 }
+
+/// Parses `body` into `T`, or describes why not.
+fn parse<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, String> {
+    serde_json::from_value(body.clone()).map_err(|e| e.to_string())
+}
+
+/// Parses a list page as the client's pager does: `value[]` items into `T`, `nextLink` text or null.
+fn parse_page<T: serde::de::DeserializeOwned>(body: &Value) -> Result<Vec<T>, String> {
+    match body.get("nextLink") {
+        None | Some(Value::Null) | Some(Value::String(_)) => {}
+        Some(other) => return Err(format!("nextLink is {other}")),
+    }
+    // Like the client's pager: a page without `value` is empty (Compute's MinimumSet examples).
+    match body.get("value") {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items.iter().map(parse::<T>).collect(),
+        Some(other) => Err(format!("value is {other}")),
+    }
+}
+
+#[test]
+fn every_example_response_of_the_products_operations_parses_into_client_types() {
+    use ama_migrator::azure::dcr::DataCollectionRule;
+    use ama_migrator::azure::{
+        DcrAssociation, Extension, Machine, WorkspaceDataSource, WorkspaceDataSourceList,
+    };
+    use ama_migrator::inventory::ResourceGraphResponse;
+
+    let (mut seen, mut parsed) = (0, 0);
+    let mut failures = Vec::new();
+    for ex in specs().examples_for(PRODUCT_OPERATIONS) {
+        for (status, body) in &ex.responses {
+            let Some(body) = body else { continue };
+            seen += 1;
+            let op = ex.operation_id.as_str();
+            let result: Result<(), String> = match op {
+                "VirtualMachineExtensions_Get"
+                | "VirtualMachineExtensions_CreateOrUpdate"
+                | "MachineExtensions_Get"
+                | "MachineExtensions_CreateOrUpdate" => parse::<Extension>(body).map(|e| {
+                    // Detection by publisher + type must not panic on any real payload.
+                    let _ = e.agent();
+                }),
+                "VirtualMachineExtensions_List" | "MachineExtensions_List" => {
+                    parse_page::<Extension>(body).map(drop)
+                }
+                "VirtualMachines_Get" | "VirtualMachines_Update" | "Machines_Get" => {
+                    parse::<Machine>(body).map(|m| {
+                        if body.get("identity").is_some() {
+                            assert!(m.identity.is_some(), "{op}: identity dropped");
+                        }
+                    })
+                }
+                "DataCollectionRules_Get" | "DataCollectionRules_Create" => {
+                    parse::<DataCollectionRule>(body).map(drop)
+                }
+                "DataCollectionRules_ListByResourceGroup"
+                | "DataCollectionRules_ListBySubscription" => {
+                    parse_page::<DataCollectionRule>(body).map(drop)
+                }
+                "DataCollectionRuleAssociations_Get" | "DataCollectionRuleAssociations_Create" => {
+                    parse::<DcrAssociation>(body).map(drop)
+                }
+                "DataCollectionRuleAssociations_ListByResource"
+                | "DataCollectionRuleAssociations_ListByRule" => {
+                    parse_page::<DcrAssociation>(body).map(drop)
+                }
+                "DataSources_Get" | "DataSources_CreateOrUpdate" => {
+                    parse::<WorkspaceDataSource>(body).map(drop)
+                }
+                "DataSources_ListByWorkspace" => parse::<WorkspaceDataSourceList>(body).map(drop),
+                "Resources" => parse::<ResourceGraphResponse<Value>>(body).map(drop),
+                other => Err(format!("no client type mapped for {other}")),
+            };
+            match result {
+                Ok(()) => parsed += 1,
+                Err(e) => failures.push(format!("{op} [{}] {status}: {e}", ex.title)),
+            }
+        }
+    }
+    println!("{parsed} of {seen} example response bodies parsed into client types");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(parsed > 40 && parsed == seen);
+}
