@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use super::ResourceId;
 use super::api_versions::INSIGHTS;
 use super::client::ArmClient;
+use super::dcr::DataCollectionRule;
 use super::error::AzureError;
 use super::throttle::BucketClass;
 use super::types::DcrAssociation;
@@ -20,6 +21,21 @@ fn require_dcr(id: &ResourceId) -> Result<(), AzureError> {
             expected: "a Microsoft.Insights/dataCollectionRules id",
         })
     }
+}
+
+/// The rule without its read-only fields: a read-modify-PUT must not echo them.
+pub fn writable_dcr(rule: &DataCollectionRule) -> DataCollectionRule {
+    let mut r = rule.clone();
+    r.id = None;
+    r.name = None;
+    r.resource_type = None;
+    r.etag = None;
+    r.properties.immutable_id = None;
+    r.properties.provisioning_state = None;
+    for d in &mut r.properties.destinations.log_analytics {
+        d.workspace_id = None;
+    }
+    r
 }
 
 impl ArmClient {
@@ -42,6 +58,23 @@ impl ArmClient {
         require_dcr(dcr)?;
         let url = self.arm_url(dcr.as_str(), INSIGHTS, &[])?;
         self.put_plain(url, dcr.subscription(), rule).await
+    }
+
+    /// GET a DCR as the shared wire type.
+    pub async fn get_data_collection_rule(
+        &self,
+        dcr: &ResourceId,
+    ) -> Result<Option<DataCollectionRule>, AzureError> {
+        self.get_dcr(dcr).await
+    }
+
+    /// Full PUT of a DCR; read-only fields (from an earlier GET) are not sent.
+    pub async fn put_data_collection_rule(
+        &self,
+        dcr: &ResourceId,
+        rule: &DataCollectionRule,
+    ) -> Result<DataCollectionRule, AzureError> {
+        self.put_dcr(dcr, &writable_dcr(rule)).await
     }
 
     /// PUT that is not a long-running operation (200/201 with the resource).
@@ -131,5 +164,39 @@ impl ArmClient {
     ) -> Result<Vec<DcrAssociation>, AzureError> {
         let url = self.association_url(machine, None)?;
         self.list_paged(url, machine.subscription()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_only_dcr_fields_are_not_sent() {
+        let got: DataCollectionRule = serde_json::from_value(serde_json::json!({
+            "id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Insights/dataCollectionRules/d",
+            "name": "d", "type": "Microsoft.Insights/dataCollectionRules", "etag": "e", "location": "westeurope",
+            "properties": {"immutableId": "dcr-1", "provisioningState": "Succeeded",
+                "destinations": {"logAnalytics": [{"name": "la", "workspaceResourceId": "/w", "workspaceId": "guid"}]},
+                "dataFlows": [{"streams": ["Microsoft-Syslog"], "destinations": ["la"]}]}
+        }))
+        .unwrap();
+        let wire = serde_json::to_value(writable_dcr(&got)).unwrap();
+        for ptr in [
+            "/id",
+            "/name",
+            "/type",
+            "/etag",
+            "/properties/immutableId",
+            "/properties/provisioningState",
+            "/properties/destinations/logAnalytics/0/workspaceId",
+        ] {
+            assert!(wire.pointer(ptr).is_none(), "{ptr} sent");
+        }
+        assert_eq!(
+            wire.pointer("/properties/destinations/logAnalytics/0/workspaceResourceId")
+                .unwrap(),
+            "/w"
+        );
     }
 }
