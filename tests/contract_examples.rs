@@ -633,3 +633,94 @@ fn every_example_response_of_the_products_operations_parses_into_client_types() 
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(parsed > 40 && parsed == seen);
 }
+
+#[test]
+fn logged_exchanges_cover_lro_urls_and_skip_only_what_no_spec_describes() {
+    use ama_migrator::contract::{Checked, Exchange};
+    let s = specs();
+    let ex = |method, path, status, response_body| Exchange {
+        method,
+        path,
+        query: &[],
+        request_body: None,
+        status,
+        response_body,
+    };
+    let skipped = s
+        .validate_exchange(&ex("GET", "/_sim/ledger", 200, None))
+        .unwrap();
+    assert!(matches!(skipped, Checked::Skipped(_)));
+    let status_url = "/subscriptions/s/providers/Microsoft.Compute/locations/eastus/operations/op1?api-version=2024-11-01";
+    let running = json!({"id": "/subscriptions/s/providers/Microsoft.Compute/locations/eastus/operations/op1", "name": "op1", "status": "InProgress", "startTime": "2025-01-01T00:00:00Z"});
+    assert_eq!(
+        s.validate_exchange(&ex("GET", status_url, 200, Some(&running)))
+            .unwrap(),
+        Checked::OperationStatus
+    );
+    let bad = json!({"name": "op1", "percentComplete": 150});
+    let v = s
+        .validate_exchange(&ex("GET", status_url, 200, Some(&bad)))
+        .unwrap_err();
+    assert!(
+        v.iter().any(|v| v.message.contains("`status`")),
+        "{}",
+        show(&v)
+    );
+    assert!(
+        v.iter().any(|v| v.pointer == "/percentComplete"),
+        "{}",
+        show(&v)
+    );
+    let result_url = "/subscriptions/s/providers/Microsoft.Compute/locations/eastus/operationResults/op1?api-version=2024-11-01";
+    assert_eq!(
+        s.validate_exchange(&ex("GET", result_url, 202, None))
+            .unwrap(),
+        Checked::OperationResult(None)
+    );
+    let ext = json!({"id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1/extensions/AzureMonitorWindowsAgent",
+        "name": "AzureMonitorWindowsAgent", "location": "eastus",
+        "properties": {"publisher": "Microsoft.Azure.Monitor", "type": "AzureMonitorWindowsAgent", "typeHandlerVersion": "1.0", "provisioningState": "Succeeded"}});
+    match s
+        .validate_exchange(&ex("GET", result_url, 200, Some(&ext)))
+        .unwrap()
+    {
+        Checked::OperationResult(Some(info)) => {
+            assert_eq!(info.operation_id, "VirtualMachineExtensions_Get")
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut wrong = ext.clone();
+    wrong["properties"]["autoUpgradeMinorVersion"] = json!("yes");
+    let v = s
+        .validate_exchange(&ex("GET", result_url, 200, Some(&wrong)))
+        .unwrap_err();
+    assert_eq!(
+        v[0].pointer,
+        "/properties/autoUpgradeMinorVersion",
+        "{}",
+        show(&v)
+    );
+    // A plain ARM exchange: query given separately, request and response both checked.
+    let q = vec![("api-version".to_string(), "2023-03-11".to_string())];
+    let put = Exchange {
+        method: "PUT",
+        path: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Insights/dataCollectionRules/dcr-1",
+        query: &q,
+        request_body: Some(&json!({"location": "eastus", "properties": {"dataFlows": "nope"}})),
+        status: 200,
+        response_body: Some(&json!({"location": 5})),
+    };
+    let v = s.validate_exchange(&put).unwrap_err();
+    assert!(
+        v.iter()
+            .any(|v| v.message.starts_with("request") && v.pointer == "/properties/dataFlows"),
+        "{}",
+        show(&v)
+    );
+    assert!(
+        v.iter()
+            .any(|v| v.message.starts_with("response") && v.pointer == "/location"),
+        "{}",
+        show(&v)
+    );
+}

@@ -6,12 +6,14 @@
 //! to hold the ARM client and the simulator to Microsoft's wire contract.
 
 mod examples;
+mod exchange;
 mod operations;
 mod paths;
 mod schema;
 mod specs;
 
 pub use examples::{OperationExample, PRODUCT_OPERATIONS};
+pub use exchange::{Checked, Exchange};
 pub use operations::OperationInfo;
 pub use schema::{Direction, Place, Violation};
 pub use specs::{SPECS_ENV, SpecError, SpecSet};
