@@ -558,7 +558,7 @@ fn text_logs_without_an_endpoint_are_a_specific_error() {
             ..Default::default()
         },
     );
-    let err = generate(&Catalog::builtin(), &ctx(), &[no_dce.clone()]).unwrap_err();
+    let err = generate(&Catalog::builtin(), &ctx(), std::slice::from_ref(&no_dce)).unwrap_err();
     assert_eq!(err.kind, DcrErrorKind::MissingDataCollectionEndpoint);
     assert_eq!(
         err.location,
