@@ -12,5 +12,6 @@ pub mod catalog;
 pub mod cli;
 pub mod contract;
 pub mod inventory;
+pub mod local;
 pub mod plan;
 pub mod sim;

@@ -9,6 +9,9 @@ mod crd;
 mod dcr;
 mod plan;
 mod simulator;
+mod status;
+
+pub use status::StatusArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +38,8 @@ pub enum Command {
     /// Data Collection Rule tools.
     #[command(subcommand)]
     Dcr(DcrCommand),
+    /// The migration tracker of a local state file.
+    Status(StatusArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,6 +108,7 @@ pub fn run(args: Args) -> ExitCode {
         Command::Crd => crd::run(),
         Command::Plan(a) => plan::run(a),
         Command::Dcr(DcrCommand::FromWorkspace(a)) => dcr::run_from_workspace(a),
+        Command::Status(a) => status::run(a),
     };
     match result {
         Ok(code) => code,
