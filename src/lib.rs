@@ -13,5 +13,6 @@ pub mod cli;
 pub mod contract;
 pub mod inventory;
 pub mod local;
+pub mod machine;
 pub mod plan;
 pub mod sim;
