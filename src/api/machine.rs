@@ -150,7 +150,7 @@ pub struct ObservedSenders {
 }
 
 /// A long-running ARM operation.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct InFlightOperation {
     /// The `Azure-AsyncOperation` or `Location` URL to poll.
@@ -170,7 +170,7 @@ pub enum OperationKind {
 }
 
 /// The last ARM error: code and message, never request bodies or secrets.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ArmErrorStatus {
     pub code: String,

@@ -8,6 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::CatalogOverride;
 use crate::catalog::settings::DataSourceSettings;
 use crate::catalog::{DataSourceType, OsFamily};
 
@@ -64,7 +65,7 @@ pub struct MigrationPlanSpec {
     pub data_sources: Vec<PlanDataSource>,
     /// Corrections to the built-in catalog (AMA has gained sources the seed lists as unsupported).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub catalog_overrides: Vec<CatalogOverrideSpec>,
+    pub catalog_overrides: Vec<CatalogOverride>,
     pub rollout: Rollout,
     #[serde(default)]
     pub legacy: LegacyPolicy,
@@ -99,7 +100,7 @@ pub struct TestWorkspace {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Scope {
-    /// Subscription IDs (GUIDs). Empty: the workspace's subscription.
+    /// Subscription IDs (GUIDs). Empty: every subscription in the inventory.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subscriptions: Vec<String>,
     /// Resource group resource IDs (`/subscriptions/<id>/resourceGroups/<name>`).
@@ -169,32 +170,6 @@ pub struct PlanDataSource {
     pub agent: Agent,
     #[serde(default)]
     pub settings: DataSourceSettings,
-}
-
-/// How an agent supports a data source (the seed's gap-table vocabulary).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum SupportLevel {
-    /// Collected and the Sentinel connector exists.
-    Connector,
-    /// Collected, without a dedicated connector.
-    CollectionOnly,
-    Unsupported,
-}
-
-/// A correction to one built-in catalog row.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.amaSupport) || has(self.legacySupport)").message("an override must set amaSupport or legacySupport"))]
-pub struct CatalogOverrideSpec {
-    #[serde(rename = "type")]
-    pub type_: DataSourceType,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ama_support: Option<SupportLevel>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub legacy_support: Option<SupportLevel>,
-    /// Why (e.g. a link to the release note), shown in the plan output.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
 }
 
 /// Risk class of a machine; waves admit machines up to a maximum risk.

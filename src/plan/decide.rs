@@ -1,0 +1,632 @@
+//! Decisions: which waves are admitted, which legacy streams may flip, and per (machine, data
+//! source) the desired sender now and the next steps. Rules (design.md §2): a stream flips only
+//! when every legacy sender of it in the workspace is covered (or a named exception); a legacy
+//! agent is removed only from a machine that needs it for nothing else; canary overlap goes to
+//! the test workspace.
+
+use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::tz::TimeZone;
+
+use crate::api::duration::parse_duration;
+use crate::api::plan::{Agent, CutoverPolicy, FlipWhen, MaintenanceWindow, Weekday};
+use crate::catalog::{Catalog, DataSourceType, OsFamily};
+
+use super::fleet::{Fleet, FleetMachine, Lane};
+use super::waves::Membership;
+use super::{
+    Assignment, FlipDecision, MachineAction, MachineDecision, PlanAction, PlanInput, PlanOutcome,
+    TypeSet, WavePlan,
+};
+
+/// What the machine delivers into the production workspace for `t` now: (legacy, AMA).
+pub(crate) fn senders(m: &FleetMachine, t: DataSourceType, stream_on: TypeSet) -> (bool, bool) {
+    (
+        m.legacy_here && stream_on.contains(t),
+        m.state.ama_installed && m.state.associated.contains(t),
+    )
+}
+
+fn ama_types(input: &PlanInput<'_>, os: OsFamily) -> TypeSet {
+    super::sources_for(input.spec, os)
+        .filter(|(_, d)| d.agent == Agent::Ama)
+        .map(|(_, d)| d.type_)
+        .collect()
+}
+
+/// Whether the machine finished the part of the migration its wave gate waits for.
+fn settled(input: &PlanInput<'_>, fleet: &Fleet, m: &FleetMachine, canary_test: bool) -> bool {
+    if !m.blocked.is_empty() || m.state.failed {
+        return true;
+    }
+    let Some(os) = m.os else { return true };
+    let ama = ama_types(input, os);
+    if ama.is_empty() {
+        return true;
+    }
+    if !m.state.ama_installed {
+        return false;
+    }
+    if canary_test && m.legacy_here {
+        return ama.iter().all(|t| m.state.test_associated.contains(t));
+    }
+    match m.lane {
+        Lane::NoLegacy | Lane::OtherWorkspaceOnly => {
+            ama.iter().all(|t| m.state.associated.contains(t))
+        }
+        Lane::DropLegacy => false, // becomes NoLegacy once removed
+        // Flip-controlled sources wait for the flip; once it happened they must be associated.
+        Lane::KeepLegacy(_) => ama
+            .iter()
+            .filter(|t| !fleet.stream_on.contains(*t) && !fleet.not_in_data_sources.contains(*t))
+            .all(|t| m.state.associated.contains(t)),
+    }
+}
+
+fn in_window(windows: &[MaintenanceWindow], now: Timestamp) -> bool {
+    if windows.is_empty() {
+        return true;
+    }
+    let z = now.to_zoned(TimeZone::UTC);
+    let minute = i32::from(z.hour()) * 60 + i32::from(z.minute());
+    let day = match z.weekday() {
+        k8s_openapi::jiff::civil::Weekday::Monday => Weekday::Mon,
+        k8s_openapi::jiff::civil::Weekday::Tuesday => Weekday::Tue,
+        k8s_openapi::jiff::civil::Weekday::Wednesday => Weekday::Wed,
+        k8s_openapi::jiff::civil::Weekday::Thursday => Weekday::Thu,
+        k8s_openapi::jiff::civil::Weekday::Friday => Weekday::Fri,
+        k8s_openapi::jiff::civil::Weekday::Saturday => Weekday::Sat,
+        k8s_openapi::jiff::civil::Weekday::Sunday => Weekday::Sun,
+    };
+    let hm = |s: &str| -> Option<i32> {
+        let (h, m) = s.split_once(':')?;
+        Some(h.parse::<i32>().ok()? * 60 + m.parse::<i32>().ok()?)
+    };
+    windows.iter().any(|w| {
+        let (Some(start), Some(end)) = (hm(&w.start), hm(&w.end)) else {
+            return false;
+        };
+        let day_ok = w.days.is_empty() || w.days.contains(&day);
+        if start < end {
+            day_ok && minute >= start && minute < end
+        } else {
+            // Spans midnight: the part after midnight belongs to the previous day's window.
+            (day_ok && minute >= start) || minute < end
+        }
+    })
+}
+
+fn accepted(input: &PlanInput<'_>, name: &str, key: Option<&str>, t: DataSourceType) -> bool {
+    input
+        .spec
+        .legacy
+        .flip
+        .accepted_uncovered_senders
+        .iter()
+        .any(|a| {
+            let who = a.computer.eq_ignore_ascii_case(name)
+                || key.is_some_and(|k| a.computer.eq_ignore_ascii_case(k));
+            who && (a.data_sources.is_empty()
+                || a.data_sources.iter().any(|n| {
+                    input
+                        .spec
+                        .data_sources
+                        .iter()
+                        .any(|d| &d.name == n && d.type_ == t)
+                }))
+        })
+}
+
+pub(crate) fn decide(
+    input: &PlanInput<'_>,
+    _catalog: &Catalog,
+    fleet: &Fleet,
+    membership: &Membership,
+) -> PlanOutcome {
+    let spec = input.spec;
+    let waves = &spec.rollout.waves;
+    let policy = spec.rollout.cutover.policy;
+    let flipped = input.progress.flipped;
+    let has_test = spec.test_workspace.is_some();
+
+    // ---- waves: gates and admission
+    let mut wave_plans: Vec<WavePlan> = waves
+        .iter()
+        .map(|w| WavePlan {
+            name: w.name.clone(),
+            canary: w.canary,
+            ..WavePlan::default()
+        })
+        .collect();
+    let mut all_settled = vec![true; waves.len()];
+    let mut gate_passed = vec![false; waves.len()];
+    // Canary test phase depends on the wave's own gate; compute gates from settled-ness first.
+    for (i, m) in fleet.machines.iter().enumerate() {
+        let Some(w) = membership.wave_of[i] else {
+            continue;
+        };
+        let wp = &mut wave_plans[w];
+        wp.members += 1;
+        wp.by_risk[m.risk as usize] += 1;
+        if let Some(os) = m.os {
+            wp.by_os[os as usize] += 1;
+        }
+        if !m.blocked.is_empty() {
+            wp.blocked += 1;
+        }
+        if m.state.failed {
+            wp.failed += 1;
+        }
+    }
+    for (w_idx, w) in waves.iter().enumerate() {
+        let canary_test = w.canary && has_test;
+        let members = fleet
+            .machines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| membership.wave_of[*i] == Some(w_idx));
+        let mut ok = 0usize;
+        let mut eligible = 0usize;
+        for (_, m) in members {
+            let s = settled(input, fleet, m, canary_test);
+            all_settled[w_idx] &= s;
+            if m.blocked.is_empty() {
+                eligible += 1;
+                if s && !m.state.failed {
+                    ok += 1;
+                }
+            }
+        }
+        let prog = input.progress.waves.get(w_idx);
+        let gates = w.gates.clone().unwrap_or_default();
+        let ratio_ok = eligible == 0
+            || (ok as f64 / eligible as f64) >= gates.min_success_ratio.unwrap_or(0.0);
+        let soak_ok = match w.soak.as_deref().map(parse_duration) {
+            None => true,
+            Some(Err(_)) => false,
+            Some(Ok(d)) => prog.and_then(|p| p.finished_at).is_some_and(|f| {
+                f.as_second().saturating_add(d.as_secs() as i64) <= input.now.as_second()
+            }),
+        };
+        let parity_ok = gates.parity_tolerance_percent.is_none()
+            || prog.and_then(|p| p.parity_ok) == Some(true);
+        let approval_ok = !gates.manual_approval || prog.is_some_and(|p| p.approved);
+        gate_passed[w_idx] = all_settled[w_idx] && ratio_ok && soak_ok && parity_ok && approval_ok;
+    }
+    let mut admitted = vec![false; waves.len()];
+    for i in 0..waves.len() {
+        admitted[i] = i == 0 || (admitted[i - 1] && gate_passed[i - 1]);
+        wave_plans[i].admitted = admitted[i];
+        wave_plans[i].gate_passed = gate_passed[i];
+    }
+
+    // ---- failure budget and global holds
+    let failed_total = fleet.machines.iter().filter(|m| m.state.failed).count();
+    let admitted_total = fleet
+        .machines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| membership.wave_of[*i].is_some_and(|w| admitted[w]))
+        .count();
+    let budget = &spec.rollout.failure_budget;
+    let over_budget = match (budget.max_failed, budget.max_failed_percent) {
+        (Some(n), _) => failed_total > n as usize,
+        (None, Some(p)) => failed_total * 100 > admitted_total * p as usize,
+        (None, None) => false,
+    };
+    let window_open = in_window(&spec.rollout.maintenance_windows, input.now);
+    let may_start = !spec.paused && !spec.dry_run && window_open && !over_budget;
+
+    let canary_test_phase = |w: Option<usize>| -> bool {
+        w.is_some_and(|w| waves[w].canary && has_test && !gate_passed[w])
+    };
+    let can_act = |i: usize, m: &FleetMachine| -> bool {
+        m.blocked.is_empty()
+            && !m.state.failed
+            && m.os.is_some()
+            && membership.wave_of[i].is_some_and(|w| admitted[w])
+    };
+
+    // ---- legacy flips
+    let mut flips = Vec::new();
+    let mut plan_actions = Vec::new();
+    let mut flip_ready = TypeSet::EMPTY;
+    let ama_plan_types: Vec<DataSourceType> = {
+        let mut v: Vec<DataSourceType> = spec
+            .data_sources
+            .iter()
+            .filter(|d| d.agent == Agent::Ama)
+            .map(|d| d.type_)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    for &t in &ama_plan_types {
+        let controls: Vec<String> = input
+            .legacy
+            .data_sources_for(t)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let is_flipped = flipped.contains(t);
+        let never = if spec.legacy.flip.policy == FlipWhen::Never {
+            Some("spec.legacy.flip.policy is Never".to_string())
+        } else if fleet.not_in_data_sources.contains(t) {
+            Some(format!(
+                "{t} is not controlled by the workspace's dataSources; machines move it by removing the legacy agent"
+            ))
+        } else if !input.legacy.enables(t) && !is_flipped {
+            Some(format!(
+                "the workspace does not collect {t} through the legacy agent"
+            ))
+        } else {
+            None
+        };
+        let mut blocking: Vec<String> = Vec::new();
+        let mut blocking_total = 0usize;
+        let mut candidates = 0usize;
+        let mut candidates_associated = 0usize;
+        let mut uncovered = |name: &str| {
+            blocking_total += 1;
+            if blocking.len() < 20 {
+                blocking.push(name.to_string());
+            }
+        };
+        for (i, m) in fleet.machines.iter().enumerate() {
+            if !m.legacy_here || m.os != Some(t.os()) {
+                continue;
+            }
+            if accepted(input, &m.name, Some(&m.key), t) {
+                continue;
+            }
+            let candidate = matches!(m.lane, Lane::KeepLegacy(_))
+                && can_act(i, m)
+                && m.state.ama_installed
+                && !canary_test_phase(membership.wave_of[i]);
+            if candidate {
+                candidates += 1;
+                if m.state.associated.contains(t) {
+                    candidates_associated += 1;
+                }
+            } else {
+                uncovered(&m.name);
+            }
+        }
+        for s in &fleet.out_of_scope {
+            if s.os.is_some_and(|o| o != t.os()) {
+                continue;
+            }
+            if accepted(input, &s.name, s.key.as_deref(), t) {
+                continue;
+            }
+            uncovered(s.key.as_deref().unwrap_or(&s.name));
+        }
+        let ready = never.is_none() && blocking_total == 0;
+        if ready {
+            flip_ready.insert(t);
+        }
+        let all_associated = candidates_associated == candidates;
+        let may_flip_now =
+            ready && !is_flipped && (policy == CutoverPolicy::PreferNoDuplicate || all_associated);
+        if may_flip_now {
+            plan_actions.push(PlanAction::Flip(t));
+        }
+        // Restore when a sender became uncovered after the flip. PreferNoDuplicate restores
+        // only once the AMA associations are gone (no duplicate); PreferNoGap restores first.
+        if is_flipped && !ready {
+            let associated_left = candidates_associated > 0;
+            if policy == CutoverPolicy::PreferNoGap || !associated_left {
+                plan_actions.push(PlanAction::Restore(t));
+            }
+        }
+        let mut preconditions = vec![
+            (
+                "spec.legacy.flip.policy is AfterAllCovered".to_string(),
+                spec.legacy.flip.policy == FlipWhen::AfterAllCovered,
+            ),
+            (
+                format!(
+                    "every legacy sender of {t} in the workspace (in scope or not, Heartbeat-only included) is covered by AMA or named in acceptedUncoveredSenders"
+                ),
+                blocking_total == 0,
+            ),
+        ];
+        if policy == CutoverPolicy::PreferNoGap {
+            preconditions.push((
+                format!(
+                    "AMA associated for {t} on every machine that keeps the legacy agent ({candidates_associated}/{candidates})"
+                ),
+                all_associated,
+            ));
+        }
+        blocking.sort();
+        flips.push(FlipDecision {
+            ds_type: t,
+            controls,
+            flipped: is_flipped,
+            ready,
+            may_flip_now,
+            preconditions,
+            blocking_senders: blocking,
+            blocking_total,
+            never,
+        });
+    }
+
+    // ---- per machine
+    let in_progress = fleet
+        .machines
+        .iter()
+        .filter(|m| {
+            !m.state.failed
+                && (m.state.ama_installed
+                    || !m.state.associated.is_empty()
+                    || !m.state.test_associated.is_empty())
+                && m.legacy_here
+        })
+        .count();
+    let mut start_slots = (spec.rollout.max_parallel as usize).saturating_sub(in_progress);
+    let mut order: Vec<usize> = (0..fleet.machines.len()).collect();
+    order.sort_by_key(|i| (membership.wave_of[*i].unwrap_or(usize::MAX), *i));
+    let mut decisions: Vec<Option<MachineDecision>> = vec![None; fleet.machines.len()];
+    for i in order {
+        let m = &fleet.machines[i];
+        let wave = membership.wave_of[i];
+        let act = can_act(i, m);
+        let started = m.state.ama_installed || m.state.identity_enabled;
+        let mut may_proceed = act && may_start;
+        if may_proceed && !started {
+            if start_slots == 0 {
+                may_proceed = false;
+            } else {
+                start_slots -= 1;
+            }
+        }
+        let canary_test = canary_test_phase(wave) && m.legacy_here;
+        let mut assignments = Vec::new();
+        let mut actions = Vec::new();
+        let push = |a: MachineAction, actions: &mut Vec<MachineAction>| {
+            if !actions.contains(&a) {
+                actions.push(a);
+            }
+        };
+        let Some(os) = m.os else {
+            decisions[i] = Some(decision(m, wave, assignments, actions, false));
+            continue;
+        };
+        let ama_all = ama_types(input, os);
+        let installed = m.state.ama_installed;
+        let mut remove_legacy_ok = matches!(m.lane, Lane::DropLegacy);
+        for (ds_index, d) in super::sources_for(spec, os) {
+            let t = d.type_;
+            let (legacy_now, ama_now) = senders(m, t, fleet.stream_on);
+            let mut a = Assignment {
+                ds_index,
+                ds_type: t,
+                desired_now: if legacy_now {
+                    Agent::Legacy
+                } else {
+                    Agent::Ama
+                },
+                target: d.agent,
+                deliberate_overlap: false,
+                unservable: None,
+            };
+            if d.agent == Agent::Legacy {
+                a.desired_now = Agent::Legacy;
+                if !legacy_now {
+                    a.unservable = Some(
+                        "no legacy agent delivers it to the workspace, and the plan keeps it on Legacy",
+                    );
+                }
+                if m.state.associated.contains(t) {
+                    push(
+                        MachineAction::Dissociate { ds: t, test: false },
+                        &mut actions,
+                    );
+                }
+                assignments.push(a);
+                continue;
+            }
+            // agent: AMA
+            if m.state.failed || !act {
+                // Not moving: keep (or restore) exactly one sender where possible.
+                if legacy_now && ama_now {
+                    push(
+                        MachineAction::Dissociate { ds: t, test: false },
+                        &mut actions,
+                    );
+                    a.desired_now = Agent::Legacy;
+                } else if !legacy_now && !ama_now {
+                    a.unservable = Some(if m.state.failed {
+                        "machine failed after its legacy sender stopped; retry it"
+                    } else if !m.blocked.is_empty() {
+                        "machine is blocked and no legacy agent delivers it"
+                    } else {
+                        "no sender yet; its wave has not started"
+                    });
+                }
+                if m.state.test_associated.contains(t) && m.state.failed {
+                    push(
+                        MachineAction::Dissociate { ds: t, test: true },
+                        &mut actions,
+                    );
+                }
+                assignments.push(a);
+                continue;
+            }
+            if !installed {
+                if !may_proceed {
+                    if !legacy_now {
+                        a.unservable = Some("no sender yet; waiting for a start slot or window");
+                    }
+                } else if m.needs_identity {
+                    push(MachineAction::EnableIdentity, &mut actions);
+                } else {
+                    push(MachineAction::InstallAma, &mut actions);
+                }
+                remove_legacy_ok = false;
+                assignments.push(a);
+                continue;
+            }
+            if canary_test {
+                if !m.state.test_associated.contains(t) && may_proceed {
+                    push(MachineAction::Associate { ds: t, test: true }, &mut actions);
+                }
+                if ama_now && legacy_now {
+                    push(
+                        MachineAction::Dissociate { ds: t, test: false },
+                        &mut actions,
+                    );
+                }
+                a.desired_now = Agent::Legacy;
+                remove_legacy_ok = false;
+                assignments.push(a);
+                continue;
+            }
+            if m.state.test_associated.contains(t) {
+                push(
+                    MachineAction::Dissociate { ds: t, test: true },
+                    &mut actions,
+                );
+            }
+            match m.lane {
+                Lane::NoLegacy | Lane::OtherWorkspaceOnly | Lane::DropLegacy => {
+                    a.desired_now = Agent::Ama;
+                    let assoc_allowed = policy == CutoverPolicy::PreferNoGap || !legacy_now;
+                    if !m.state.associated.contains(t) {
+                        remove_legacy_ok &= policy == CutoverPolicy::PreferNoDuplicate;
+                        if assoc_allowed && may_proceed {
+                            push(
+                                MachineAction::Associate { ds: t, test: false },
+                                &mut actions,
+                            );
+                        }
+                    }
+                }
+                Lane::KeepLegacy(_) => {
+                    if fleet.not_in_data_sources.contains(t) {
+                        a.desired_now = Agent::Legacy;
+                        a.unservable = if legacy_now {
+                            None
+                        } else {
+                            Some("legacy agent stays and AMA cannot take over this source")
+                        };
+                        if ama_now && legacy_now {
+                            push(
+                                MachineAction::Dissociate { ds: t, test: false },
+                                &mut actions,
+                            );
+                        }
+                    } else if !input.legacy.enables(t) && !flipped.contains(t) {
+                        // The workspace never collected it through the legacy agent.
+                        a.desired_now = Agent::Ama;
+                        if !m.state.associated.contains(t) && may_proceed {
+                            push(
+                                MachineAction::Associate { ds: t, test: false },
+                                &mut actions,
+                            );
+                        }
+                    } else if flip_ready.contains(t) {
+                        a.desired_now = Agent::Ama;
+                        let assoc_allowed =
+                            policy == CutoverPolicy::PreferNoGap || flipped.contains(t);
+                        if !m.state.associated.contains(t) && assoc_allowed {
+                            push(
+                                MachineAction::Associate { ds: t, test: false },
+                                &mut actions,
+                            );
+                        }
+                    } else {
+                        a.desired_now = Agent::Legacy;
+                        // PreferNoGap: restore the stream first, then dissociate.
+                        let restore_pending =
+                            flipped.contains(t) && policy == CutoverPolicy::PreferNoGap;
+                        if m.state.associated.contains(t) && !restore_pending {
+                            push(
+                                MachineAction::Dissociate { ds: t, test: false },
+                                &mut actions,
+                            );
+                        }
+                        if !legacy_now && !ama_now {
+                            a.unservable = Some("legacy stream flipped and AMA not associated");
+                        }
+                    }
+                }
+            }
+            assignments.push(a);
+        }
+        if remove_legacy_ok && m.legacy_here && installed && may_proceed && !canary_test {
+            let all_assoc = ama_all.iter().all(|t| m.state.associated.contains(t));
+            if policy == CutoverPolicy::PreferNoDuplicate || all_assoc {
+                push(MachineAction::RemoveLegacy, &mut actions);
+            }
+        }
+        decisions[i] = Some(decision(m, wave, assignments, actions, may_proceed));
+    }
+    let machines: Vec<MachineDecision> = decisions.into_iter().flatten().collect();
+    for d in &machines {
+        if let Some(w) = d.wave {
+            if d.done {
+                wave_plans[w].done += 1;
+            }
+        }
+    }
+    let mut warnings = membership.warnings.clone();
+    for t in &fleet.unlisted {
+        warnings.push(format!(
+            "the workspace enables legacy {t}, which the plan does not list: machines sending it keep the legacy agent; add it to spec.dataSources"
+        ));
+    }
+    if over_budget {
+        warnings.push(format!(
+            "failure budget exceeded ({failed_total} failed): no new machine starts until failures are retried or the budget is raised"
+        ));
+    }
+    PlanOutcome {
+        errors: Vec::new(),
+        machines,
+        waves: wave_plans,
+        flips,
+        plan_actions,
+        windows: Vec::new(),
+        dcrs: Vec::new(),
+        out_of_scope_senders: fleet
+            .out_of_scope
+            .iter()
+            .map(|s| s.key.clone().unwrap_or_else(|| s.name.clone()))
+            .collect(),
+        warnings,
+    }
+}
+
+fn decision(
+    m: &FleetMachine,
+    wave: Option<usize>,
+    assignments: Vec<Assignment>,
+    actions: Vec<MachineAction>,
+    may_proceed: bool,
+) -> MachineDecision {
+    let done = actions.is_empty()
+        && m.blocked.is_empty()
+        && !m.state.failed
+        && m.os.is_some()
+        && assignments.iter().all(|a| {
+            let (legacy, ama) = (a.desired_now == Agent::Legacy, a.desired_now == Agent::Ama);
+            a.unservable.is_none() && a.target == a.desired_now && (legacy || ama)
+        })
+        && (!matches!(m.lane, Lane::DropLegacy));
+    MachineDecision {
+        index: m.index,
+        key: m.key.clone(),
+        os: m.os,
+        risk: m.risk,
+        wave,
+        lane: m.lane,
+        blocked: m.blocked.clone(),
+        assignments,
+        actions,
+        may_proceed,
+        done,
+    }
+}
