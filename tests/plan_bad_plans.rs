@@ -1,0 +1,296 @@
+//! Bad plans: each produces a specific error naming the field and the fix.
+
+use std::collections::HashMap;
+
+use ama_migrator::api::load::{PlanLoadError, load_plan};
+use ama_migrator::api::plan::Scope;
+use ama_migrator::catalog::LegacyConfig;
+use ama_migrator::inventory::{InventoryMachine, ResourceGraphResponse};
+use ama_migrator::plan::{OtherPlan, PlanErrorKind, PlanInput, PlanOutcome, PlanProgress, plan};
+
+const BASE: &str = include_str!("../examples/plan.yaml");
+
+fn inventory() -> Vec<InventoryMachine> {
+    let r: ResourceGraphResponse<InventoryMachine> =
+        serde_json::from_str(include_str!("../examples/inventory.json")).unwrap();
+    r.data
+}
+
+fn run(yaml: &str, others: &[OtherPlan]) -> PlanOutcome {
+    let p = load_plan(yaml).unwrap();
+    let inv = inventory();
+    let states = HashMap::new();
+    let progress = PlanProgress::default();
+    let legacy = LegacyConfig::default();
+    plan(&PlanInput {
+        plan_name: "contoso-sentinel",
+        spec: &p.spec,
+        inventory: &inv,
+        heartbeat: &[],
+        legacy: &legacy,
+        states: &states,
+        progress: &progress,
+        other_plans: others,
+        now: "2026-11-25T22:00:00Z".parse().unwrap(),
+    })
+}
+
+fn expect(out: &PlanOutcome, kind: PlanErrorKind, field: &str, fix_has: &str) {
+    let e = out
+        .errors
+        .iter()
+        .find(|e| e.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind:?} error in {:#?}", out.errors));
+    assert!(e.field.starts_with(field), "{e}");
+    assert!(e.fix.contains(fix_has), "{e}");
+    assert!(out.refused());
+    assert!(
+        out.machines.iter().all(|m| m.actions.is_empty()),
+        "a refused plan must not act"
+    );
+}
+
+#[test]
+fn the_example_is_valid() {
+    let out = run(BASE, &[]);
+    assert!(out.errors.is_empty(), "{:#?}", out.errors);
+}
+
+#[test]
+fn ama_for_an_unsupported_source() {
+    let y = BASE.replace(
+        "type: WindowsFirewallLogs\n      agent: Legacy",
+        "type: WindowsFirewallLogs\n      agent: AMA",
+    );
+    let out = run(&y, &[]);
+    expect(
+        &out,
+        PlanErrorKind::AmaUnsupportedSource,
+        "spec.dataSources[3].agent",
+        "agent: Legacy",
+    );
+    // An override lifts it.
+    let y2 = y.replace("  rollout:\n", "  catalogOverrides:\n    - {type: WindowsFirewallLogs, amaSupport: CollectionOnly}\n  rollout:\n");
+    let out = run(&y2, &[]);
+    assert!(
+        !out.errors
+            .iter()
+            .any(|e| e.kind == PlanErrorKind::AmaUnsupportedSource),
+        "{:#?}",
+        out.errors
+    );
+}
+
+#[test]
+fn an_unknown_data_source_type() {
+    let y = BASE.replace("type: WindowsSysmon", "type: WindowsSysmonLogs");
+    match load_plan(&y) {
+        Err(e @ PlanLoadError::UnknownDataSourceType { .. }) => {
+            let s = e.to_string();
+            assert!(s.contains("spec.dataSources[2].type"), "{s}");
+            assert!(
+                s.contains("WindowsSysmon,") || s.contains("WindowsSysmon"),
+                "{s}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let y = BASE.replace(
+        "  rollout:\n",
+        "  catalogOverrides:\n    - {type: Nope, amaSupport: Connector}\n  rollout:\n",
+    );
+    expect(
+        &run(&y, &[]),
+        PlanErrorKind::UnknownDataSourceType,
+        "spec.catalogOverrides[0].type",
+        "override",
+    );
+}
+
+#[test]
+fn two_plans_claiming_one_machine() {
+    let other = OtherPlan {
+        name: "team-b".into(),
+        workspace:
+            "/subscriptions/x/resourceGroups/r/providers/Microsoft.OperationalInsights/workspaces/w"
+                .into(),
+        scope: Scope {
+            resource_groups: vec![
+                "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-app".into(),
+            ],
+            ..Scope::default()
+        },
+    };
+    let out = run(BASE, &[other]);
+    expect(
+        &out,
+        PlanErrorKind::MachineClaimedTwice,
+        "spec.scope",
+        "excludes",
+    );
+    let e = out
+        .errors
+        .iter()
+        .find(|e| e.kind == PlanErrorKind::MachineClaimedTwice)
+        .unwrap();
+    assert!(
+        e.problem.contains("app-win-01") && e.problem.contains("team-b"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_empty_wave() {
+    let y = BASE.replace("count: 2", "count: 0");
+    expect(
+        &run(&y, &[]),
+        PlanErrorKind::EmptyWave,
+        "spec.rollout.waves[0].count",
+        "at least 1",
+    );
+}
+
+#[test]
+fn an_unreachable_wave() {
+    // `low` has no size, so a later wave with maxRisk Low can never get a machine.
+    let y = BASE.replace("      - name: medium\n        maxRisk: Medium", "      - name: late-low\n        maxRisk: Low\n      - name: medium\n        maxRisk: Medium");
+    expect(
+        &run(&y, &[]),
+        PlanErrorKind::UnreachableWave,
+        "spec.rollout.waves[2]",
+        "count or percent",
+    );
+}
+
+#[test]
+fn machines_no_wave_reaches() {
+    let y = BASE.replace(
+        "      - name: high\n        maxRisk: High",
+        "      - name: high\n        maxRisk: Medium",
+    );
+    let out = run(&y, &[]);
+    // waves[3] is unreachable too, and the High machines fall in no wave.
+    expect(
+        &out,
+        PlanErrorKind::MachinesWithoutWave,
+        "spec.rollout.waves",
+        "maxRisk: High",
+    );
+}
+
+#[test]
+fn a_malformed_resource_id() {
+    let y = BASE.replace(
+        "workspace: /subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-sentinel/providers/Microsoft.OperationalInsights/workspaces/law-sentinel-prod",
+        "workspace: /subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-sentinel/providers/Microsoft.OperationalInsights/workspaces",
+    );
+    expect(
+        &run(&y, &[]),
+        PlanErrorKind::MalformedResourceId,
+        "spec.workspace",
+        "resource ID",
+    );
+    let y = BASE.replace(
+        "subscriptions: [\"",
+        "resourceGroups: [\"rg-app\"]\n    subscriptions: [\"",
+    );
+    expect(
+        &run(&y, &[]),
+        PlanErrorKind::MalformedResourceId,
+        "spec.scope.resourceGroups[0]",
+        "/subscriptions/",
+    );
+}
+
+#[test]
+fn a_test_workspace_in_another_region() {
+    let y = BASE.replacen(
+        "    location: westeurope\n  scope",
+        "    location: northeurope\n  scope",
+        1,
+    );
+    let out = run(&y, &[]);
+    expect(
+        &out,
+        PlanErrorKind::TestWorkspaceRegion,
+        "spec.testWorkspace.location",
+        "westeurope",
+    );
+}
+
+#[test]
+fn a_window_beyond_its_bound_names_machines_and_fix() {
+    let y = BASE.replace("maxOverlap: 1h", "maxOverlap: 10m");
+    let out = run(&y, &[]);
+    expect(
+        &out,
+        PlanErrorKind::WindowOutOfBounds,
+        "spec.rollout.cutover.maxOverlap",
+        "maxOverlap",
+    );
+    let y = BASE.replace("soak: 24h\n        gates:\n          minSuccessRatio: 1.0", "soak: 24h\n        gates:\n          minSuccessRatio: 1.0").replace("  testWorkspace:\n    resourceId: /subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-sentinel/providers/Microsoft.OperationalInsights/workspaces/law-sentinel-poc\n    location: westeurope\n", "");
+    let out = run(&y, &[]);
+    expect(
+        &out,
+        PlanErrorKind::WindowOutOfBounds,
+        "spec.rollout.cutover.maxOverlap",
+        "testWorkspace",
+    );
+}
+
+#[test]
+fn a_bad_duration() {
+    let y = BASE.replace("soak: 4h", "soak: 4 hours");
+    expect(
+        &run(&y, &[]),
+        PlanErrorKind::BadDuration,
+        "spec.rollout.waves[1].soak",
+        "30m",
+    );
+}
+
+#[test]
+fn plan_command_on_the_examples_exits_zero() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    for output in ["table", "json", "yaml"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ama-migrator"))
+            .args([
+                "plan",
+                "--plan",
+                &format!("{dir}/examples/plan.yaml"),
+                "--inventory",
+                &format!("{dir}/examples/inventory.json"),
+                "--heartbeat",
+                &format!("{dir}/examples/heartbeat.json"),
+                "--datasources",
+                &format!("{dir}/examples/datasources.json"),
+                "--output",
+                output,
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{output}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("canary"), "{stdout}");
+        assert!(
+            stdout.contains("ONPREM-FS-01"),
+            "the on-prem Heartbeat sender must gate the flips: {stdout}"
+        );
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ama-migrator"))
+        .args([
+            "plan",
+            "--plan",
+            &format!("{dir}/examples/plan.yaml"),
+            "--inventory",
+            &format!("{dir}/examples/inventory.json"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("WAVES"));
+}
