@@ -18,3 +18,6 @@ pub use journal::{
 };
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use store::{DEFAULT_NAMESPACE, Snapshot, StateStore, StoredObject, Tx, resource_version};
+
+#[cfg(test)]
+mod tests;

@@ -141,7 +141,7 @@ pub struct TrackerSummary {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Progress {
+enum Phase {
     Pending,
     InProgress,
     Done,
@@ -149,12 +149,12 @@ enum Progress {
     Blocked,
 }
 
-fn progress(step: MachineStep) -> Progress {
+fn phase(step: MachineStep) -> Phase {
     match step {
-        MachineStep::Pending => Progress::Pending,
-        MachineStep::Done => Progress::Done,
-        MachineStep::Failed => Progress::Failed,
-        MachineStep::Blocked => Progress::Blocked,
+        MachineStep::Pending => Phase::Pending,
+        MachineStep::Done => Phase::Done,
+        MachineStep::Failed => Phase::Failed,
+        MachineStep::Blocked => Phase::Blocked,
         MachineStep::CheckEligibility
         | MachineStep::EnsureIdentity
         | MachineStep::InstallAma
@@ -162,7 +162,7 @@ fn progress(step: MachineStep) -> Progress {
         | MachineStep::Verify
         | MachineStep::Cutover
         | MachineStep::WaitForFlip
-        | MachineStep::RollingBack => Progress::InProgress,
+        | MachineStep::RollingBack => Phase::InProgress,
     }
 }
 
@@ -179,20 +179,20 @@ pub fn summarize<'a>(machines: impl IntoIterator<Item = &'a MachineMigration>) -
         *s.by_step.entry(step).or_default() += 1;
         let wave = s.by_wave.entry(m.spec.wave.clone()).or_default();
         wave.total += 1;
-        match progress(step) {
-            Progress::Pending => {
+        match phase(step) {
+            Phase::Pending => {
                 s.pending += 1;
                 wave.pending += 1;
             }
-            Progress::InProgress => {
+            Phase::InProgress => {
                 s.in_progress += 1;
                 wave.in_progress += 1;
             }
-            Progress::Done => {
+            Phase::Done => {
                 s.completed += 1;
                 wave.done += 1;
             }
-            Progress::Failed => {
+            Phase::Failed => {
                 s.failed += 1;
                 wave.failed += 1;
                 let (code, message) = status
@@ -211,7 +211,7 @@ pub fn summarize<'a>(machines: impl IntoIterator<Item = &'a MachineMigration>) -
                     group.examples.push(name.clone());
                 }
             }
-            Progress::Blocked => {
+            Phase::Blocked => {
                 s.blocked += 1;
                 wave.blocked += 1;
                 let (reason, message) = conditions::find(&status.conditions, types::BLOCKED)
@@ -420,3 +420,7 @@ pub fn render_table(s: &TrackerSummary) -> String {
     }
     out
 }
+
+#[cfg(test)]
+#[path = "tracker_tests.rs"]
+mod tests;
