@@ -640,6 +640,17 @@ fn other_bad_settings_name_field_and_fix() {
         ),
         (
             req(
+                D::WindowsEventLogs,
+                DataSourceSettings {
+                    channels: Some(vec![]),
+                    ..Default::default()
+                },
+            ),
+            DcrErrorKind::MissingSetting,
+            "nothing would be collected",
+        ),
+        (
+            req(
                 D::WindowsFirewallLogs,
                 DataSourceSettings {
                     firewall_profiles: Some(vec![]),

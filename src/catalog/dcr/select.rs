@@ -192,6 +192,14 @@ pub(super) fn event_queries(c: &Ctx) -> Result<Vec<String>, DcrError> {
         .flat_map(|ch| xpath::event_id_xpaths(ch.trim(), &ids, &levels))
         .collect();
     q.extend(raw_queries(c)?);
+    if q.is_empty() {
+        return Err(c.err(
+            DcrErrorKind::MissingSetting,
+            "channels",
+            "selects no channel and no xPathQueries, so nothing would be collected",
+            "list channels (e.g. [System]) or xPathQueries",
+        ));
+    }
     Ok(q)
 }
 
