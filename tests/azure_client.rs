@@ -694,3 +694,214 @@ fn unauthenticated_client_is_refused_for_real_azure() {
     .unwrap_err();
     assert!(err.to_string().contains("loopback"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The same acceptance points against the Azure simulator (`crate::sim`), with a time scale.
+
+mod against_simulator {
+    use super::*;
+    use ama_migrator::inventory::MachineKind;
+    use ama_migrator::sim::scenario::LroConfig;
+    use ama_migrator::sim::{Fault, Scenario, SimHandle, Simulator};
+
+    async fn sim(time_scale: f64) -> SimHandle {
+        let s = Scenario {
+            machines: 20,
+            time_scale,
+            lro: LroConfig {
+                extension_install_secs: 60,
+                extension_delete_secs: 30,
+                vm_update_secs: 10,
+                max_retry_after_secs: 30,
+            },
+            ..Scenario::default()
+        };
+        Simulator::start(s, "127.0.0.1:0").await.unwrap()
+    }
+
+    fn sim_client(sim: &SimHandle) -> ArmClient {
+        let base = url::Url::parse(&sim.base_url()).unwrap();
+        let mut c = ClientConfig::new(Endpoints::single(base), CredentialConfig::None);
+        c.retry.base_delay = Duration::from_millis(40);
+        c.retry.max_delay = Duration::from_millis(400);
+        c.lro.default_poll_interval = Duration::from_millis(200);
+        c.lro.max_wait = Duration::from_secs(20);
+        ArmClient::new(c).unwrap()
+    }
+
+    /// A running Windows VM in scope without AMA.
+    fn vm_without_ama(sim: &SimHandle) -> ResourceId {
+        let m = sim
+            .inventory()
+            .into_iter()
+            .find(|m| {
+                m.kind() == Some(MachineKind::AzureVM)
+                    && m.os_type.eq_ignore_ascii_case("Windows")
+                    && !m.is_deallocated()
+                    && m.agents(AgentKind::Ama).next().is_none()
+                    && sim
+                        .subscriptions()
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(&m.subscription_id))
+            })
+            .expect("the default mix has Windows VMs without AMA");
+        ResourceId::parse(&m.id).unwrap()
+    }
+
+    fn sim_ms(t: &str) -> i64 {
+        ama_migrator::sim::clock::parse_iso(t).unwrap()
+    }
+
+    #[tokio::test]
+    async fn install_resumed_from_a_persisted_handle_then_uninstall_then_404_delete() {
+        let sim = sim(60.0).await;
+        let vm = vm_without_ama(&sim);
+        let persisted = {
+            let c = sim_client(&sim);
+            let s = c
+                .put_extension(&vm, "AzureMonitorWindowsAgent", &ama())
+                .await
+                .unwrap();
+            assert_eq!(
+                s.resource.as_ref().unwrap().provisioning_state(),
+                Some("Creating")
+            );
+            serde_json::to_string(&s.operation.expect("install is an LRO")).unwrap()
+        }; // the first client is dropped mid-operation
+        let c = sim_client(&sim);
+        let op: OperationHandle = serde_json::from_str(&persisted).unwrap();
+        let done = c.wait_operation(&op).await.unwrap().unwrap();
+        assert_eq!(done["properties"]["provisioningState"], "Succeeded");
+        let ext = c
+            .get_extension(&vm, "AzureMonitorWindowsAgent")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ext.agent(), Some(AgentKind::Ama));
+
+        let del = c
+            .delete_extension(&vm, "AzureMonitorWindowsAgent")
+            .await
+            .unwrap();
+        assert!(!del.is_done());
+        assert_eq!(c.complete(del).await.unwrap(), None);
+        assert_eq!(
+            c.get_extension(&vm, "AzureMonitorWindowsAgent")
+                .await
+                .unwrap(),
+            None
+        );
+        // Deleting what is gone completes at once (204/404).
+        assert!(
+            c.delete_extension(&vm, "AzureMonitorWindowsAgent")
+                .await
+                .unwrap()
+                .is_done()
+        );
+        assert_eq!(
+            c.metrics().writes,
+            0,
+            "the second client never re-sent the PUT"
+        );
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn throttle_storm_nothing_sent_before_retry_after_then_success() {
+        // 30 simulated seconds at ×10: a 3 s storm; the simulator's Retry-After says how long.
+        let sim = sim(10.0).await;
+        let vm = vm_without_ama(&sim);
+        let c = sim_client(&sim);
+        sim.clear_request_log();
+        sim.inject(Fault::ThrottleStorm { seconds: 30 }).unwrap();
+        let t0 = Instant::now();
+        let calls: Vec<_> = (0..3)
+            .map(|_| {
+                let (c, vm) = (c.clone(), vm.clone());
+                tokio::spawn(async move { c.get_machine(&vm).await })
+            })
+            .collect();
+        for call in calls {
+            assert!(call.await.unwrap().unwrap().is_some());
+        }
+        assert!(
+            t0.elapsed() >= Duration::from_millis(2500),
+            "{:?}",
+            t0.elapsed()
+        );
+        let log = sim.request_log();
+        let throttled: Vec<_> = log.iter().filter(|r| r.status == 429).collect();
+        let ok: Vec<_> = log.iter().filter(|r| r.status == 200).collect();
+        assert_eq!(
+            throttled.len(),
+            3,
+            "only the first wave, in flight before the first 429"
+        );
+        assert_eq!(ok.len(), 3);
+        let last_429 = throttled.iter().map(|r| sim_ms(&r.sim_time)).max().unwrap();
+        let first_ok = ok.iter().map(|r| sim_ms(&r.sim_time)).min().unwrap();
+        // Retry-After was 3 real s = 30 simulated s after the storm began.
+        assert!(
+            first_ok - last_429 >= 27_000,
+            "resent after {} simulated ms",
+            first_ok - last_429
+        );
+        assert_eq!(c.metrics().throttled, 3);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn server_errors_retried_and_permanent_codes_surface() {
+        let sim = sim(60.0).await;
+        let vm = vm_without_ama(&sim);
+        let c = sim_client(&sim);
+        sim.inject(Fault::ServerErrors {
+            count: 2,
+            status: 503,
+        })
+        .unwrap();
+        assert!(c.get_machine(&vm).await.unwrap().is_some());
+        assert_eq!(c.metrics().retries, 2);
+
+        sim.inject(Fault::ExtensionFailure {
+            machine: Some(vm.to_string()),
+            code: "VMExtensionHandlerNonTransientError".into(),
+            probability: 1.0,
+        })
+        .unwrap();
+        let s = c
+            .put_extension(&vm, "AzureMonitorWindowsAgent", &ama())
+            .await
+            .unwrap();
+        let e = c.complete(s).await.unwrap_err();
+        assert_eq!(
+            e.arm_code(),
+            Some("VMExtensionHandlerNonTransientError"),
+            "{e}"
+        );
+        assert_eq!(e.classification(), Classification::Permanent);
+        sim.clear_faults();
+
+        sim.inject(Fault::Lock {
+            scope: vm.to_string(),
+        })
+        .unwrap();
+        let e = c
+            .delete_extension(&vm, "AzureMonitorWindowsAgent")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.status(), e.arm_code()),
+            (Some(409), Some("ScopeLocked")),
+            "{e}"
+        );
+        sim.clear_faults();
+        sim.inject(Fault::PolicyDeny {
+            scope: vm.to_string(),
+        })
+        .unwrap();
+        let e = c.put_extension(&vm, "x", &ama()).await.unwrap_err();
+        assert_eq!(e.arm_code(), Some("RequestDisallowedByPolicy"), "{e}");
+        sim.shutdown().await;
+    }
+}
