@@ -134,25 +134,36 @@ fn realistic_workspace_converts_to_valid_equivalent_dcrs() {
 
     let lin = &set.rules[1];
     let ds = lin.rule.properties.data_sources.as_ref().unwrap();
-    // auth (all severities) → Debug and up; kern (emerg..warning) → Warning and up;
-    // daemon (emerg, err) → Error and up, with a note about the widening.
-    let syslog: Vec<(Vec<String>, String)> = ds
+    // Severity tokens → DCR levels, exactly: auth (all) → every level; kern (emerg..warning)
+    // → Warning and up; daemon (emerg, err) → just Error and Emergency.
+    let syslog: Vec<(Vec<String>, Vec<String>)> = ds
         .syslog
         .iter()
-        .map(|s| (s.facility_names.clone(), s.log_levels[0].clone()))
+        .map(|s| (s.facility_names.clone(), s.log_levels.clone()))
         .collect();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     assert_eq!(
         syslog,
         [
-            (vec!["auth".to_string()], "Debug".to_string()),
-            (vec!["kern".to_string()], "Warning".to_string()),
-            (vec!["daemon".to_string()], "Error".to_string())
+            (
+                s(&["auth"]),
+                s(&[
+                    "Debug",
+                    "Info",
+                    "Notice",
+                    "Warning",
+                    "Error",
+                    "Critical",
+                    "Alert",
+                    "Emergency"
+                ])
+            ),
+            (
+                s(&["kern"]),
+                s(&["Warning", "Error", "Critical", "Alert", "Emergency"])
+            ),
+            (s(&["daemon"]), s(&["Error", "Emergency"]))
         ]
-    );
-    assert!(
-        set.requirements
-            .iter()
-            .any(|r| r.message.contains("facility daemon"))
     );
     assert_eq!(
         ds.performance_counters[0].counter_specifiers,

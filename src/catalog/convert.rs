@@ -169,41 +169,31 @@ pub fn requests_from_legacy(
         ));
     }
     if cfg.syslog_collection_enabled != Some(false) {
-        // Group facilities by their minimum level; the DCR collects every level from it up.
-        let mut groups: Vec<(SyslogLevel, Vec<String>)> = Vec::new();
+        // Group facilities by their exact level set: the DCR collects what the legacy agent did.
+        let mut groups: Vec<(Vec<SyslogLevel>, Vec<String>)> = Vec::new();
         for f in cfg
             .syslog_facilities
             .iter()
             .filter(|f| !f.levels.is_empty())
         {
-            let min = f.levels.iter().copied().min().unwrap_or(SyslogLevel::Debug);
-            let exact: Vec<SyslogLevel> = min.and_above().collect();
-            if f.levels != exact {
-                let legacy: Vec<&str> = f.levels.iter().map(|l| l.legacy_name()).collect();
-                notes.push(note(
-                    Some(D::LinuxSyslog),
-                    format!(
-                        "facility {}: legacy collected {} only; the DCR collects {} and above",
-                        f.facility,
-                        legacy.join(", "),
-                        min.dcr_name()
-                    ),
-                ));
-            }
-            match groups.iter_mut().find(|(m, _)| *m == min) {
+            match groups.iter_mut().find(|(l, _)| *l == f.levels) {
                 Some((_, fac)) => fac.push(f.facility.clone()),
-                None => groups.push((min, vec![f.facility.clone()])),
+                None => groups.push((f.levels.clone(), vec![f.facility.clone()])),
             }
         }
-        for (min, facilities) in groups {
-            out.push(SourceRequest::new(
-                D::LinuxSyslog,
-                DataSourceSettings {
-                    facilities: Some(facilities),
-                    minimum_level: Some(min),
-                    ..Default::default()
-                },
-            ));
+        for (levels, facilities) in groups {
+            let min = levels.iter().copied().min().unwrap_or(SyslogLevel::Debug);
+            out.push(
+                SourceRequest::new(
+                    D::LinuxSyslog,
+                    DataSourceSettings {
+                        facilities: Some(facilities),
+                        minimum_level: Some(min),
+                        ..Default::default()
+                    },
+                )
+                .with_exact_syslog_levels(levels),
+            );
         }
     } else if !cfg.syslog_facilities.is_empty() {
         notes.push(note(

@@ -68,6 +68,9 @@ const DEFAULT_SAMPLING_SECONDS: u32 = 60;
 pub struct SourceRequest {
     pub data_source: DataSourceType,
     pub settings: DataSourceSettings,
+    /// Exact syslog levels, overriding `settings.minimumLevel` (the converter keeps a legacy
+    /// facility's non-contiguous severities this way; plans use `minimumLevel`).
+    pub exact_syslog_levels: Option<Vec<SyslogLevel>>,
 }
 
 impl SourceRequest {
@@ -75,7 +78,14 @@ impl SourceRequest {
         Self {
             data_source,
             settings,
+            exact_syslog_levels: None,
         }
+    }
+
+    /// Collect exactly these syslog levels.
+    pub fn with_exact_syslog_levels(mut self, levels: Vec<SyslogLevel>) -> Self {
+        self.exact_syslog_levels = Some(levels);
+        self
     }
 }
 
@@ -205,6 +215,7 @@ pub(super) struct Ctx<'a> {
     pub(super) index: usize,
     pub(super) t: DataSourceType,
     pub(super) s: &'a DataSourceSettings,
+    pub(super) exact_levels: Option<&'a [SyslogLevel]>,
 }
 
 impl Ctx<'_> {
@@ -316,6 +327,7 @@ pub fn generate(
             index,
             t,
             s: &req.settings,
+            exact_levels: req.exact_syslog_levels.as_deref(),
         };
         let row = catalog.row(t);
         if !row.ama.is_supported() {

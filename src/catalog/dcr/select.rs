@@ -237,8 +237,26 @@ pub(super) fn syslog_selection(c: &Ctx) -> Result<(Vec<String>, Vec<String>), Dc
         }
         None => facilities = defaults.iter().map(|s| s.to_string()).collect(),
     }
-    let min = c.s.minimum_level.unwrap_or(SyslogLevel::Info);
-    let levels = min.and_above().map(|l| l.dcr_name().to_string()).collect();
+    let levels = match c.exact_levels {
+        Some([]) => {
+            return Err(c.err(
+                DcrErrorKind::InvalidSetting,
+                "minimumLevel",
+                "the exact syslog level list is empty",
+                "give at least one level",
+            ));
+        }
+        Some(exact) => {
+            let mut v = exact.to_vec();
+            v.sort();
+            v.dedup();
+            v.iter().map(|l| l.dcr_name().to_string()).collect()
+        }
+        None => {
+            let min = c.s.minimum_level.unwrap_or(SyslogLevel::Info);
+            min.and_above().map(|l| l.dcr_name().to_string()).collect()
+        }
+    };
     Ok((facilities, levels))
 }
 
