@@ -11,6 +11,7 @@ pub mod azure;
 pub mod catalog;
 pub mod cli;
 pub mod contract;
+pub mod engine;
 pub mod inventory;
 pub mod local;
 pub mod machine;

@@ -1,0 +1,313 @@
+//! Executing one machine write through the ARM client, journaled: the journal entry exists before
+//! the request is sent and a long-running operation's handle is stored before anything waits on
+//! it, so a restarted engine polls the handle instead of sending the write again.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::machine::OperationKind;
+use crate::azure::error::Classification;
+use crate::azure::lro::OperationHandle;
+use crate::azure::{ArmClient, AzureError, DcrAssociation, Extension, PollOutcome, ResourceId};
+use crate::catalog::{DataSourceType, OsFamily};
+use crate::inventory::AgentKind;
+use crate::local::OperationOutcome;
+
+use super::state::EngineState;
+
+/// Prefix of every DCR association the engine creates; only these are ever removed.
+pub const ASSOCIATION_PREFIX: &str = "ama-migrator-";
+
+/// `ama-migrator-<dcr name>`, lower-cased (the same name the step function uses).
+pub fn association_name(dcr_id: &str) -> String {
+    let name = dcr_id
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(dcr_id);
+    format!("{ASSOCIATION_PREFIX}{}", name.to_ascii_lowercase())
+}
+
+/// One write for one machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Act {
+    EnableIdentity,
+    InstallAma {
+        os: OsFamily,
+        location: String,
+        /// Only a user-assigned identity: AMA must be told which one.
+        user_assigned_only: bool,
+    },
+    Associate {
+        dcr_id: String,
+        types: BTreeSet<DataSourceType>,
+        test: bool,
+    },
+    Dissociate {
+        dcr_id: String,
+        types: BTreeSet<DataSourceType>,
+        test: bool,
+    },
+    RemoveLegacy {
+        extension: String,
+    },
+}
+
+impl Act {
+    /// The journal's action label (one in flight per machine and label).
+    pub fn label(&self) -> String {
+        match self {
+            Self::EnableIdentity => "EnableIdentity".into(),
+            Self::InstallAma { .. } => "InstallAma".into(),
+            Self::Associate { dcr_id, .. } => format!("Associate:{}", association_name(dcr_id)),
+            Self::Dissociate { dcr_id, .. } => {
+                format!("Dissociate:{}", association_name(dcr_id))
+            }
+            Self::RemoveLegacy { .. } => "RemoveLegacy".into(),
+        }
+    }
+
+    pub fn kind(&self) -> OperationKind {
+        match self {
+            Self::EnableIdentity => OperationKind::EnableIdentity,
+            Self::InstallAma { .. } => OperationKind::InstallAma,
+            Self::RemoveLegacy { .. } => OperationKind::RemoveLegacy,
+            _ => OperationKind::Other,
+        }
+    }
+}
+
+/// The effect of a finished write on the machine's progress (from its journal label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    IdentityEnabled,
+    AmaInstalled,
+    LegacyRemoved,
+    /// Associations are applied by the caller from the `Act` it still holds.
+    Other,
+}
+
+pub fn effect_of(label: &str) -> Effect {
+    match label {
+        "EnableIdentity" => Effect::IdentityEnabled,
+        "InstallAma" => Effect::AmaInstalled,
+        "RemoveLegacy" => Effect::LegacyRemoved,
+        _ => Effect::Other,
+    }
+}
+
+/// A failure reduced to what the retry policy needs (never request bodies).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+    pub classification: Classification,
+}
+
+impl Failure {
+    pub fn from_azure(e: &AzureError) -> Self {
+        Self {
+            code: e.arm_code().unwrap_or("ClientError").to_string(),
+            message: e.to_string(),
+            classification: e.classification(),
+        }
+    }
+
+    fn store(e: &crate::local::StoreError) -> Self {
+        Self {
+            code: "StateStoreError".into(),
+            message: e.to_string(),
+            classification: Classification::Transient,
+        }
+    }
+}
+
+/// What one execution or poll came to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WorkResult {
+    /// The write is complete.
+    Done,
+    /// A long-running operation runs; its handle is journaled under `journal_id`.
+    Started {
+        journal_id: i64,
+        handle: OperationHandle,
+    },
+    Running {
+        retry_after: Option<Duration>,
+    },
+    Failed(Failure),
+}
+
+fn finish(
+    state: &dyn EngineState,
+    id: i64,
+    result: &Result<(), Failure>,
+    now: Timestamp,
+) -> Result<(), Failure> {
+    let outcome = match result {
+        Ok(()) => OperationOutcome::Succeeded,
+        Err(f) => OperationOutcome::Failed {
+            code: f.code.clone(),
+            message: f.message.chars().take(512).collect(),
+        },
+    };
+    state
+        .finish_operation(id, &outcome, now)
+        .map_err(|e| Failure::store(&e))
+}
+
+fn ama_settings(user_assigned: Option<&str>) -> Option<serde_json::Value> {
+    user_assigned.map(|id| {
+        serde_json::json!({"authentication": {"managedIdentity": {
+            "identifier-name": "mi_res_id", "identifier-value": id}}})
+    })
+}
+
+/// Run `act` on `machine` (journaled).
+pub async fn execute(
+    client: &ArmClient,
+    state: &dyn EngineState,
+    machine: &ResourceId,
+    act: &Act,
+    now: Timestamp,
+) -> WorkResult {
+    let label = act.label();
+    let id = match state.begin_operation(machine.as_str(), &label, now) {
+        Ok(id) => id,
+        Err(e) => return WorkResult::Failed(Failure::store(&e)),
+    };
+    let sent = send(client, machine, act).await;
+    match sent {
+        Ok(Some(handle)) => match state.set_operation_handle(id, &handle) {
+            Ok(()) => WorkResult::Started {
+                journal_id: id,
+                handle,
+            },
+            Err(e) => WorkResult::Failed(Failure::store(&e)),
+        },
+        Ok(None) => match finish(state, id, &Ok(()), now) {
+            Ok(()) => WorkResult::Done,
+            Err(f) => WorkResult::Failed(f),
+        },
+        Err(f) => {
+            let _ = finish(state, id, &Err(f.clone()), now);
+            WorkResult::Failed(f)
+        }
+    }
+}
+
+/// Send the write; `Some(handle)` while it continues as a long-running operation.
+async fn send(
+    client: &ArmClient,
+    machine: &ResourceId,
+    act: &Act,
+) -> Result<Option<OperationHandle>, Failure> {
+    let fail = |e: AzureError| Failure::from_azure(&e);
+    match act {
+        Act::EnableIdentity => {
+            let r = client
+                .enable_system_assigned_identity(machine)
+                .await
+                .map_err(fail)?;
+            Ok(r.and_then(|s| s.operation))
+        }
+        Act::InstallAma {
+            os,
+            location,
+            user_assigned_only,
+        } => {
+            let uai = if *user_assigned_only {
+                // The one read per machine outside discovery: which identity AMA must use.
+                client
+                    .get_identity(machine)
+                    .await
+                    .map_err(fail)?
+                    .and_then(|i| i.user_assigned_identities.keys().next().cloned())
+            } else {
+                None
+            };
+            let ext_type = AgentKind::Ama.extension_type(*os);
+            let body = Extension::install(
+                location,
+                AgentKind::Ama.publisher(),
+                ext_type,
+                Some("1.0"),
+                ama_settings(uai.as_deref()),
+            );
+            let r = client
+                .put_extension(machine, ext_type, &body)
+                .await
+                .map_err(fail)?;
+            Ok(r.operation)
+        }
+        Act::Associate { dcr_id, .. } => {
+            let body = DcrAssociation::for_rule(dcr_id, Some("created by ama-migrator"));
+            client
+                .put_association(machine, &association_name(dcr_id), &body)
+                .await
+                .map_err(fail)?;
+            Ok(None)
+        }
+        Act::Dissociate { dcr_id, .. } => {
+            client
+                .delete_association(machine, &association_name(dcr_id))
+                .await
+                .map_err(fail)?;
+            Ok(None)
+        }
+        Act::RemoveLegacy { extension } => {
+            let r = client
+                .delete_extension(machine, extension)
+                .await
+                .map_err(fail)?;
+            Ok(r.operation)
+        }
+    }
+}
+
+/// Poll a journaled operation once; finishes the journal entry when it ends.
+pub async fn poll(
+    client: &ArmClient,
+    state: &dyn EngineState,
+    journal_id: i64,
+    handle: &OperationHandle,
+    now: Timestamp,
+) -> WorkResult {
+    match client.poll_operation(handle).await {
+        Ok(PollOutcome::Running { retry_after }) => WorkResult::Running { retry_after },
+        Ok(PollOutcome::Done(_)) => match finish(state, journal_id, &Ok(()), now) {
+            Ok(()) => WorkResult::Done,
+            Err(f) => WorkResult::Failed(f),
+        },
+        Err(e @ AzureError::OperationFailed { .. }) => {
+            let f = Failure::from_azure(&e);
+            let _ = finish(state, journal_id, &Err(f.clone()), now);
+            WorkResult::Failed(f)
+        }
+        Err(e)
+            if e.status() == Some(404) && handle.method == crate::azure::lro::LroMethod::Delete =>
+        {
+            match finish(state, journal_id, &Ok(()), now) {
+                Ok(()) => WorkResult::Done,
+                Err(f) => WorkResult::Failed(f),
+            }
+        }
+        // The poll itself failed (throttled, 5xx): the operation may still run; poll again.
+        Err(e) if e.classification() != Classification::Permanent => {
+            WorkResult::Running { retry_after: None }
+        }
+        Err(e) => {
+            let f = Failure::from_azure(&e);
+            let _ = state.finish_operation(
+                journal_id,
+                &OperationOutcome::Abandoned {
+                    reason: format!("the operation status could not be read: {}", f.code),
+                },
+                now,
+            );
+            WorkResult::Failed(f)
+        }
+    }
+}

@@ -1,0 +1,1410 @@
+//! The loop: plan → act on machines concurrently → verify in bulk → gates and flips → persist,
+//! until the plan completes, stalls, or the caller stops it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::api::MigrationPlan;
+use crate::api::conditions::{self, reasons, status as cstatus, types as ctypes};
+use crate::api::duration::parse_duration;
+use crate::api::machine::{MachineDataSource, MachineMigrationSpec, MachineStep};
+use crate::api::plan::{Agent, MachineKind, OwnedDcr, PlanPhase, WavePhase, WaveStatus};
+use crate::azure::lro::OperationHandle;
+use crate::azure::{ArmClient, ResourceId};
+use crate::catalog::{Catalog, DataSourceType, OsFamily};
+use crate::inventory::{AgentKind, InventoryMachine};
+use crate::local::{OperationOutcome, StoredEvent};
+use crate::plan::{
+    DcrPlan, MachineAction, MachineDecision, MachineState, PlanAction, PlanInput, PlanOutcome,
+    PlanProgress, TypeSet, WaveProgress,
+};
+
+use super::discover::{Discovery, customer_id, discover};
+use super::exec::{self, Act, Effect, WorkResult};
+use super::record::{InFlight, MachineRecord, Progress};
+use super::state::EngineState;
+use super::verify::{self, Pending};
+use super::{EngineError, flip};
+
+/// The engine's time: simulated in `simulate`, the system clock against Azure.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// Knobs of the loop. Durations marked "engine clock" are measured on [`Clock`].
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Real time between two passes of the loop.
+    pub tick: Duration,
+    /// Approve every manual gate (the simulator; never against Azure by default).
+    pub auto_approve: bool,
+    /// Waves a person approved (`migrate --approve`).
+    pub approvals: Vec<String>,
+    /// Failures of one machine before it is `Failed`.
+    pub max_attempts: u32,
+    /// Backoff after a failure: base × 2^(attempts-1), capped (engine clock).
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// How long AMA may take to prove delivery before the attempt fails (engine clock).
+    pub verify_timeout: Duration,
+    /// Time between bulk verification rounds (engine clock).
+    pub verify_interval: Duration,
+    /// Poll interval of running operations when ARM sends no Retry-After (engine clock).
+    pub poll_interval: Duration,
+    /// How long the loop may stay idle (nothing to do, nothing running) before it reports the
+    /// plan stalled (engine clock).
+    pub stall_after: Duration,
+    /// Test hook: stop (as if killed) after this many machine writes were sent.
+    pub stop_after_writes: Option<u64>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_secs(5),
+            auto_approve: false,
+            approvals: Vec::new(),
+            max_attempts: 4,
+            backoff_base: Duration::from_secs(30),
+            backoff_cap: Duration::from_secs(15 * 60),
+            verify_timeout: Duration::from_secs(30 * 60),
+            verify_interval: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(30),
+            stall_after: Duration::from_secs(30 * 60),
+            stop_after_writes: None,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "end", rename_all = "camelCase")]
+pub enum RunEnd {
+    /// Every machine reached a final state and nothing remains to do.
+    Completed,
+    /// Nothing can progress without a person (gate, failure budget, flip blocked by senders).
+    Stalled { reason: String },
+    /// Stopped by the caller (or the `stop_after_writes` hook); restart to continue.
+    Stopped,
+    /// The planner refused the plan.
+    Refused { errors: Vec<String> },
+}
+
+/// Live figures for a progress display.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub machines: usize,
+    pub by_step: BTreeMap<String, usize>,
+    /// Per wave: (name, members, finished).
+    pub waves: Vec<(String, usize, usize)>,
+    pub flipped: Vec<DataSourceType>,
+    pub writes: u64,
+    pub in_flight: usize,
+}
+
+/// Where the loop reports its progress (the `simulate` bars; nothing by default).
+pub trait ProgressSink: Send + Sync {
+    fn update(&self, snapshot: &Snapshot);
+}
+
+/// The plan's own engine progress, in an annotation of the MigrationPlan.
+pub const PLAN_PROGRESS_ANNOTATION: &str = "amamigrator.io/engine-progress";
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PlanRecord {
+    #[serde(default)]
+    waves: Vec<WaveRecord>,
+    #[serde(default)]
+    flipped: BTreeSet<DataSourceType>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WaveRecord {
+    #[serde(default)]
+    finished_at: Option<i64>,
+    #[serde(default)]
+    parity_ok: Option<bool>,
+    #[serde(default)]
+    approved: bool,
+    #[serde(default)]
+    parity_checked_at: Option<i64>,
+}
+
+fn ts(secs: i64) -> Timestamp {
+    Timestamp::from_second(secs).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// One machine's work this pass.
+enum Work {
+    Act(Act),
+    Poll(i64, OperationHandle),
+}
+
+/// The engine: one plan, one client, one state.
+pub struct Engine {
+    pub client: ArmClient,
+    pub state: Arc<dyn EngineState>,
+    pub clock: Arc<dyn Clock>,
+    pub options: EngineOptions,
+    /// Set to stop the loop at its next pass.
+    pub stop: Arc<AtomicBool>,
+    pub progress: Option<Arc<dyn ProgressSink>>,
+    writes: AtomicU64,
+}
+
+/// The DCRs of the plan, resolved to ids and types.
+struct Dcrs {
+    /// (os, test) → [(dcr id, types)]
+    by_os: HashMap<(OsFamily, bool), Vec<(String, BTreeSet<DataSourceType>)>>,
+}
+
+impl Dcrs {
+    fn find(
+        &self,
+        os: OsFamily,
+        test: bool,
+        t: DataSourceType,
+    ) -> Option<&(String, BTreeSet<DataSourceType>)> {
+        self.by_os
+            .get(&(os, test))?
+            .iter()
+            .find(|(_, ts)| ts.contains(&t))
+    }
+}
+
+fn dcr_id(workspace: &ResourceId, name: &str) -> String {
+    format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Insights/dataCollectionRules/{name}",
+        workspace.subscription(),
+        workspace.resource_group().unwrap_or("")
+    )
+}
+
+impl Engine {
+    pub fn new(
+        client: ArmClient,
+        state: Arc<dyn EngineState>,
+        clock: Arc<dyn Clock>,
+        options: EngineOptions,
+    ) -> Self {
+        Self {
+            client,
+            state,
+            clock,
+            options,
+            stop: Arc::new(AtomicBool::new(false)),
+            progress: None,
+            writes: AtomicU64::new(0),
+        }
+    }
+
+    /// Machine writes sent by this engine instance.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+            || self
+                .options
+                .stop_after_writes
+                .is_some_and(|n| self.writes() >= n)
+    }
+
+    /// Load (or create) the plan in the state and run it until it ends.
+    pub async fn run(&self, plan: MigrationPlan) -> Result<RunEnd, EngineError> {
+        let ns = plan
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| crate::local::DEFAULT_NAMESPACE.to_string());
+        let name = plan.metadata.name.clone().ok_or(EngineError::Plan {
+            field: "metadata.name",
+            problem: "is required".into(),
+        })?;
+        let mut plan_obj = match self
+            .state
+            .load_plan(&ns, &name)
+            .map_err(EngineError::Store)?
+        {
+            Some(mut stored) => {
+                if stored.spec != plan.spec {
+                    stored.spec = plan.spec.clone();
+                    stored = self.state.save_plan(&stored).map_err(EngineError::Store)?;
+                }
+                stored
+            }
+            None => {
+                let mut p = plan.clone();
+                p.metadata.namespace = Some(ns.clone());
+                p.metadata.resource_version = None;
+                self.state.save_plan(&p).map_err(EngineError::Store)?
+            }
+        };
+        let spec = plan_obj.spec.clone();
+        let workspace = ResourceId::parse(&spec.workspace).map_err(|e| EngineError::Plan {
+            field: "spec.workspace",
+            problem: e.to_string(),
+        })?;
+        let cid = customer_id(&spec)?;
+        let test_cid = spec.test_workspace.as_ref().and_then(|_| {
+            // The test workspace's customer id is not in the spec: parity is measured only when
+            // the caller gives it through the plan annotation.
+            plan_obj
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(TEST_WORKSPACE_ID_ANNOTATION).cloned())
+        });
+        let catalog = Catalog::with_overrides(&spec.catalog_overrides).unwrap_or_default();
+        let mut prec: PlanRecord = plan_obj
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PLAN_PROGRESS_ANNOTATION))
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        prec.waves
+            .resize(spec.rollout.waves.len(), WaveRecord::default());
+
+        let disc = discover(&self.client, &spec).await?;
+        let inv: HashMap<String, &InventoryMachine> = disc
+            .inventory
+            .iter()
+            .map(|m| (m.id.to_ascii_lowercase(), m))
+            .collect();
+        let mut records: BTreeMap<String, MachineRecord> = self
+            .state
+            .load_machines(&ns, &name)
+            .map_err(EngineError::Store)?
+            .into_iter()
+            .map(MachineRecord::from_object)
+            .map(|r| (r.key(), r))
+            .collect();
+        // Agents that were there before the plan started count as installed.
+        let mut handles: HashMap<i64, OperationHandle> = HashMap::new();
+        for e in self
+            .state
+            .in_flight_operations()
+            .map_err(EngineError::Store)?
+        {
+            if let Some(h) = e.handle {
+                handles.insert(e.id, h);
+            } else {
+                // The process died between journaling and sending: the write may or may not have
+                // reached ARM. Abandon the entry; the level-based planner sends it again.
+                let _ = self.state.finish_operation(
+                    e.id,
+                    &OperationOutcome::Abandoned {
+                        reason: "the engine stopped before the response was recorded".into(),
+                    },
+                    self.clock.now(),
+                );
+                for r in records.values_mut() {
+                    if r.progress
+                        .in_flight
+                        .as_ref()
+                        .is_some_and(|f| f.journal_id == e.id)
+                    {
+                        r.progress.in_flight = None;
+                        r.dirty = true;
+                    }
+                }
+            }
+        }
+        for r in records.values_mut() {
+            if let Some(f) = &r.progress.in_flight {
+                if !handles.contains_key(&f.journal_id) {
+                    r.progress.in_flight = None;
+                    r.dirty = true;
+                }
+            }
+        }
+
+        let mut dcrs_ready = false;
+        let mut dcrs = Dcrs {
+            by_os: HashMap::new(),
+        };
+        let mut last_verify: i64 = i64::MIN;
+        let mut idle_since: Option<i64> = None;
+        loop {
+            if self.stopping() {
+                self.persist(&mut records)?;
+                return Ok(RunEnd::Stopped);
+            }
+            let now = self.clock.now();
+            let now_s = now.as_second();
+            let now_ms = now.as_millisecond();
+            let states: HashMap<String, MachineState> = records
+                .iter()
+                .map(|(k, r)| (k.clone(), r.progress.state(r.held())))
+                .collect();
+            let states = seed_states(states, &disc, &records);
+            let progress = PlanProgress {
+                waves: prec
+                    .waves
+                    .iter()
+                    .map(|w| WaveProgress {
+                        finished_at: w.finished_at.map(ts),
+                        parity_ok: w.parity_ok,
+                        approved: w.approved,
+                    })
+                    .collect(),
+                flipped: prec.flipped.iter().copied().collect::<TypeSet>(),
+            };
+            let input = PlanInput {
+                plan_name: &name,
+                spec: &spec,
+                inventory: &disc.inventory,
+                heartbeat: &disc.heartbeat,
+                legacy: &disc.legacy,
+                states: &states,
+                progress: &progress,
+                other_plans: &[],
+                now,
+            };
+            let outcome = crate::plan::plan(&input);
+            if outcome.refused() {
+                let errors: Vec<String> = outcome.errors.iter().map(|e| e.to_string()).collect();
+                set_plan_phase(
+                    &mut plan_obj,
+                    PlanPhase::Failed,
+                    reasons::INVALID_SPEC,
+                    errors.join("; "),
+                    now,
+                );
+                self.save_plan(&mut plan_obj, &prec)?;
+                return Ok(RunEnd::Refused { errors });
+            }
+            if !dcrs_ready {
+                dcrs = self.ensure_dcrs(&workspace, &spec, &outcome.dcrs).await?;
+                dcrs_ready = true;
+                plan_obj
+                    .status
+                    .get_or_insert_with(Default::default)
+                    .owned_dcrs = outcome
+                    .dcrs
+                    .iter()
+                    .map(|d| OwnedDcr {
+                        name: d.name.clone(),
+                        resource_id: dcr_id(&workspace, &d.name),
+                        data_sources: d.data_sources.clone(),
+                    })
+                    .collect();
+            }
+
+            // ---- plan actions: flips and restores
+            let mut acted = false;
+            for a in &outcome.plan_actions {
+                match a {
+                    PlanAction::Flip(t) => {
+                        let controls = outcome
+                            .flips
+                            .iter()
+                            .find(|f| f.ds_type == *t)
+                            .map(|f| f.controls.clone())
+                            .unwrap_or_default();
+                        let changed = flip::flip(
+                            &self.client,
+                            self.state.as_ref(),
+                            &ns,
+                            &name,
+                            &workspace,
+                            *t,
+                            &controls,
+                            &disc.data_sources,
+                            now,
+                        )
+                        .await?;
+                        let st = plan_obj.status.get_or_insert_with(Default::default);
+                        for c in changed {
+                            if !st
+                                .changed_legacy_settings
+                                .iter()
+                                .any(|s| s.resource_id == c.resource_id)
+                            {
+                                st.changed_legacy_settings.push(c);
+                            }
+                        }
+                        prec.flipped.insert(*t);
+                        self.event_plan(
+                            &plan_obj,
+                            "LegacyStreamFlipped",
+                            format!("workspace legacy collection of {t} switched off"),
+                            now,
+                        );
+                    }
+                    PlanAction::Restore(t) => {
+                        flip::restore(
+                            &self.client,
+                            self.state.as_ref(),
+                            &ns,
+                            &name,
+                            &workspace,
+                            *t,
+                            now,
+                        )
+                        .await?;
+                        prec.flipped.remove(t);
+                        self.event_plan(
+                            &plan_obj,
+                            "LegacyStreamRestored",
+                            format!("workspace legacy collection of {t} restored"),
+                            now,
+                        );
+                    }
+                }
+                acted = true;
+            }
+            if acted {
+                self.save_plan(&mut plan_obj, &prec)?;
+                continue; // re-plan with the new workspace state
+            }
+
+            // ---- machine records follow the planner
+            for d in &outcome.machines {
+                let Some(m) = inv.get(&d.key) else { continue };
+                let spec_now = machine_spec(&name, &spec, d, m, &dcrs, &outcome);
+                let rec = records
+                    .entry(d.key.clone())
+                    .or_insert_with(|| MachineRecord::new(&plan_obj, spec_now.clone()));
+                if rec.object.spec != spec_now {
+                    rec.object.spec = spec_now;
+                    rec.dirty = true;
+                }
+            }
+
+            // ---- choose work
+            let mut work: Vec<(String, Work)> = Vec::new();
+            for d in &outcome.machines {
+                let Some(rec) = records.get_mut(&d.key) else {
+                    continue;
+                };
+                let Some(m) = inv.get(&d.key) else { continue };
+                if let Some(f) = rec.progress.in_flight.clone() {
+                    if now_ms >= f.poll_at_ms {
+                        if let Some(h) = handles.get(&f.journal_id) {
+                            work.push((d.key.clone(), Work::Poll(f.journal_id, h.clone())));
+                        }
+                    }
+                    continue;
+                }
+                if rec.progress.failed || rec.progress.not_before.is_some_and(|t| t > now_s) {
+                    continue;
+                }
+                if let Some(act) = choose(d, rec, m, &dcrs) {
+                    work.push((d.key.clone(), Work::Act(act)));
+                }
+            }
+            let max_parallel = spec.rollout.max_parallel.max(1) as usize;
+            let n_work = work.len();
+            let results: Vec<(String, Option<Act>, WorkResult)> = futures::stream::iter(work)
+                .map(|(key, w)| async move {
+                    let rid = match ResourceId::parse(&key) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            return (
+                                key,
+                                None,
+                                WorkResult::Failed(exec::Failure {
+                                    code: "InvalidResourceId".into(),
+                                    message: e.to_string(),
+                                    classification: crate::azure::Classification::Permanent,
+                                }),
+                            );
+                        }
+                    };
+                    match w {
+                        Work::Act(act) => {
+                            self.writes.fetch_add(1, Ordering::Relaxed);
+                            let r =
+                                exec::execute(&self.client, self.state.as_ref(), &rid, &act, now)
+                                    .await;
+                            (key, Some(act), r)
+                        }
+                        Work::Poll(id, h) => {
+                            let r =
+                                exec::poll(&self.client, self.state.as_ref(), id, &h, now).await;
+                            (key, None, r)
+                        }
+                    }
+                })
+                .buffer_unordered(max_parallel)
+                .collect()
+                .await;
+            for (key, act, result) in results {
+                let Some(rec) = records.get_mut(&key) else {
+                    continue;
+                };
+                self.apply(rec, act, result, &mut handles, now);
+            }
+
+            // ---- verification, in bulk
+            let waiting: Vec<Pending> = records
+                .iter()
+                .filter(|(_, r)| !r.progress.verifying.is_empty() && !r.progress.failed)
+                .filter_map(|(k, r)| {
+                    inv.get(k).map(|m| Pending {
+                        key: k.clone(),
+                        computer: m.name.clone(),
+                        types: r.progress.verifying.clone(),
+                    })
+                })
+                .collect();
+            let verify_due =
+                now_s >= last_verify.saturating_add(self.options.verify_interval.as_secs() as i64);
+            if !waiting.is_empty() && verify_due {
+                last_verify = now_s;
+                let proved = verify::verify(&self.client, &cid, &catalog, &waiting).await?;
+                for p in &waiting {
+                    let Some(rec) = records.get_mut(&p.key) else {
+                        continue;
+                    };
+                    if let Some(ok) = proved.get(&p.key) {
+                        for t in ok {
+                            rec.progress.verifying.remove(t);
+                            rec.progress.associated.insert(*t);
+                        }
+                        rec.dirty = true;
+                    }
+                    if rec.progress.verifying.is_empty() {
+                        rec.progress.verify_since = None;
+                        rec.progress.attempts = 0;
+                        rec.clear_error();
+                    } else if rec
+                        .progress
+                        .verify_since
+                        .is_some_and(|s| s + self.options.verify_timeout.as_secs() as i64 <= now_s)
+                    {
+                        let missing: Vec<String> = rec
+                            .progress
+                            .verifying
+                            .iter()
+                            .map(|t| t.to_string())
+                            .collect();
+                        let f = exec::Failure {
+                            code: "AmaDataMissing".into(),
+                            message: format!(
+                                "no AMA heartbeat or no data for {} within {}s of associating the DCR; check the machine's identity, network access to the monitoring endpoints and the DCR",
+                                missing.join(", "),
+                                self.options.verify_timeout.as_secs()
+                            ),
+                            classification: crate::azure::Classification::Transient,
+                        };
+                        // Associate again next time: the association may have been lost.
+                        rec.progress.verifying.clear();
+                        rec.progress.verify_since = None;
+                        self.fail(rec, &f, now);
+                    }
+                }
+            }
+
+            // ---- steps, waves, gates
+            let (finished_waves, snapshot) =
+                self.summarize(&outcome, &mut records, &disc, &prec, now);
+            let mut plan_changed = false;
+            for (i, w) in spec.rollout.waves.iter().enumerate() {
+                let rec_w = &mut prec.waves[i];
+                if finished_waves[i] && rec_w.finished_at.is_none() {
+                    rec_w.finished_at = Some(now_s);
+                    plan_changed = true;
+                }
+                let gates = w.gates.clone().unwrap_or_default();
+                if gates.manual_approval
+                    && !rec_w.approved
+                    && (self.options.auto_approve
+                        || self.options.approvals.iter().any(|a| a == &w.name))
+                    && rec_w.finished_at.is_some()
+                {
+                    rec_w.approved = true;
+                    plan_changed = true;
+                }
+                if let (Some(tol), Some(tcid), Some(fin)) = (
+                    gates.parity_tolerance_percent,
+                    test_cid.as_deref(),
+                    rec_w.finished_at,
+                ) {
+                    let window = gates
+                        .parity_window
+                        .as_deref()
+                        .and_then(|d| parse_duration(d).ok())
+                        .unwrap_or(Duration::from_secs(3600));
+                    let due = rec_w.parity_ok != Some(true)
+                        && fin + window.as_secs() as i64 <= now_s
+                        && rec_w.parity_checked_at.is_none_or(|c| {
+                            c + self.options.verify_interval.as_secs() as i64 <= now_s
+                        });
+                    if due {
+                        let members: Vec<(String, String)> = outcome
+                            .machines
+                            .iter()
+                            .filter(|d| d.wave == Some(i) && d.blocked.is_empty())
+                            .filter_map(|d| {
+                                inv.get(&d.key).map(|m| (d.key.clone(), m.name.clone()))
+                            })
+                            .collect();
+                        let types: BTreeSet<DataSourceType> = spec
+                            .data_sources
+                            .iter()
+                            .filter(|d| d.agent == Agent::Ama)
+                            .map(|d| d.type_)
+                            .collect();
+                        let minutes = (window.as_secs() / 60).clamp(1, u64::from(u32::MAX)) as u32;
+                        let r = verify::parity(
+                            &self.client,
+                            &cid,
+                            tcid,
+                            &catalog,
+                            &members,
+                            &types,
+                            minutes,
+                            tol,
+                        )
+                        .await?;
+                        prec.waves[i].parity_checked_at = Some(now_s);
+                        prec.waves[i].parity_ok = r;
+                        plan_changed = true;
+                    }
+                }
+            }
+            self.update_plan_status(&mut plan_obj, &outcome, &prec, now);
+            if plan_changed || self.plan_status_changed(&plan_obj)? {
+                self.save_plan(&mut plan_obj, &prec)?;
+            }
+            self.persist(&mut records)?;
+            if let Some(p) = &self.progress {
+                let mut s = snapshot;
+                s.writes = self.writes();
+                p.update(&s);
+            }
+
+            // ---- end?
+            let busy = n_work > 0
+                || records.values().any(|r| {
+                    r.progress.in_flight.is_some()
+                        || (!r.progress.verifying.is_empty() && !r.progress.failed)
+                        || (!r.progress.failed && r.progress.not_before.is_some_and(|t| t > now_s))
+                })
+                || soaking(&spec, &prec, now_s);
+            if busy || plan_changed {
+                idle_since = None;
+            } else {
+                let since = *idle_since.get_or_insert(now_s);
+                let all_final = outcome.machines.iter().all(|d| {
+                    d.done
+                        || !d.blocked.is_empty()
+                        || records.get(&d.key).is_some_and(|r| r.progress.failed)
+                });
+                if all_final && outcome.plan_actions.is_empty() {
+                    set_plan_phase(
+                        &mut plan_obj,
+                        PlanPhase::Completed,
+                        reasons::COMPLETED,
+                        "every machine reached a final state".into(),
+                        now,
+                    );
+                    self.save_plan(&mut plan_obj, &prec)?;
+                    return Ok(RunEnd::Completed);
+                }
+                if since + self.options.stall_after.as_secs() as i64 <= now_s {
+                    let reason = stall_reason(&outcome, &records);
+                    set_plan_phase(
+                        &mut plan_obj,
+                        PlanPhase::Blocked,
+                        "Stalled",
+                        reason.clone(),
+                        now,
+                    );
+                    self.save_plan(&mut plan_obj, &prec)?;
+                    return Ok(RunEnd::Stalled { reason });
+                }
+            }
+            tokio::time::sleep(self.options.tick).await;
+        }
+    }
+
+    fn persist(&self, records: &mut BTreeMap<String, MachineRecord>) -> Result<(), EngineError> {
+        for r in records.values_mut().filter(|r| r.dirty) {
+            r.encode();
+            r.object = self
+                .state
+                .save_machine(&r.object)
+                .map_err(EngineError::Store)?;
+            r.dirty = false;
+        }
+        Ok(())
+    }
+
+    fn save_plan(&self, plan: &mut MigrationPlan, prec: &PlanRecord) -> Result<(), EngineError> {
+        let text = serde_json::to_string(prec).unwrap_or_default();
+        plan.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(PLAN_PROGRESS_ANNOTATION.to_string(), text);
+        *plan = self.state.save_plan(plan).map_err(EngineError::Store)?;
+        Ok(())
+    }
+
+    fn plan_status_changed(&self, plan: &MigrationPlan) -> Result<bool, EngineError> {
+        let (Some(ns), Some(name)) = (
+            plan.metadata.namespace.as_deref(),
+            plan.metadata.name.as_deref(),
+        ) else {
+            return Ok(true);
+        };
+        let stored = self.state.load_plan(ns, name).map_err(EngineError::Store)?;
+        Ok(stored.is_none_or(|s| s.status != plan.status))
+    }
+
+    fn event_plan(&self, plan: &MigrationPlan, reason: &str, message: String, now: Timestamp) {
+        let _ = self.state.record_event(&StoredEvent {
+            object: crate::local::ObjectKey::of(plan),
+            event_type: crate::local::EventType::Normal,
+            reason: reason.into(),
+            message,
+            at: now,
+        });
+    }
+
+    /// Create or update the plan's DCRs (GET first; PUT only what differs).
+    async fn ensure_dcrs(
+        &self,
+        workspace: &ResourceId,
+        spec: &crate::api::MigrationPlanSpec,
+        plans: &[DcrPlan],
+    ) -> Result<Dcrs, EngineError> {
+        let mut by_os: HashMap<(OsFamily, bool), Vec<(String, BTreeSet<DataSourceType>)>> =
+            HashMap::new();
+        for d in plans {
+            let Some(body) = &d.body else { continue };
+            let id = dcr_id(workspace, &d.name);
+            let rid = ResourceId::parse(&id).map_err(|e| EngineError::Plan {
+                field: "spec.workspace",
+                problem: e.to_string(),
+            })?;
+            let current: Option<serde_json::Value> = self
+                .client
+                .get_dcr(&rid)
+                .await
+                .map_err(|e| EngineError::azure("reading a data collection rule", e))?;
+            let same = current.as_ref().is_some_and(|c| {
+                ["dataSources", "dataFlows"].iter().all(|k| {
+                    c.pointer(&format!("/properties/{k}"))
+                        == body.pointer(&format!("/properties/{k}"))
+                })
+            });
+            if !same {
+                let _: serde_json::Value = self
+                    .client
+                    .put_dcr(&rid, body)
+                    .await
+                    .map_err(|e| EngineError::azure("creating a data collection rule", e))?;
+            }
+            let types: BTreeSet<DataSourceType> = spec
+                .data_sources
+                .iter()
+                .filter(|s| d.data_sources.contains(&s.name))
+                .map(|s| s.type_)
+                .collect();
+            by_os
+                .entry((d.os, d.test_workspace))
+                .or_default()
+                .push((id, types));
+        }
+        Ok(Dcrs { by_os })
+    }
+
+    fn fail(&self, rec: &mut MachineRecord, f: &exec::Failure, now: Timestamp) {
+        rec.progress.attempts += 1;
+        rec.set_error(&f.code, &f.message);
+        let max = self.options.max_attempts.max(1);
+        if rec.progress.attempts >= max {
+            rec.progress.failed = true;
+            rec.set_step(MachineStep::Failed, now);
+            rec.set_condition(ctypes::DEGRADED, cstatus::TRUE, reasons::ARM_ERROR, format!(
+                "failed after {} attempts: {}: {}; fix the cause and set annotation amamigrator.io/retry",
+                rec.progress.attempts, f.code, f.message
+            ));
+        } else {
+            let shift = rec.progress.attempts.saturating_sub(1).min(20);
+            let delay = self
+                .options
+                .backoff_base
+                .saturating_mul(1 << shift)
+                .min(self.options.backoff_cap);
+            rec.progress.not_before = Some(now.as_second() + delay.as_secs() as i64);
+            rec.set_condition(
+                ctypes::DEGRADED,
+                cstatus::TRUE,
+                reasons::RETRYING,
+                format!(
+                    "attempt {} of {max} failed: {}: {}; retrying in {}s",
+                    rec.progress.attempts,
+                    f.code,
+                    f.message,
+                    delay.as_secs()
+                ),
+            );
+        }
+        rec.dirty = true;
+        let _ = self.state.record_event(&StoredEvent {
+            object: crate::local::ObjectKey::of(&rec.object),
+            event_type: crate::local::EventType::Warning,
+            reason: if rec.progress.failed {
+                "Failed".into()
+            } else {
+                reasons::RETRYING.into()
+            },
+            message: format!("{}: {}", f.code, f.message),
+            at: now,
+        });
+    }
+
+    fn apply(
+        &self,
+        rec: &mut MachineRecord,
+        act: Option<Act>,
+        result: WorkResult,
+        handles: &mut HashMap<i64, OperationHandle>,
+        now: Timestamp,
+    ) {
+        let poll_ms = |d: Option<Duration>| {
+            now.as_millisecond() + d.unwrap_or(self.options.poll_interval).as_millis() as i64
+        };
+        rec.dirty = true;
+        match result {
+            WorkResult::Started { journal_id, handle } => {
+                let label = act.as_ref().map(Act::label).unwrap_or_default();
+                let kind = act
+                    .as_ref()
+                    .map(Act::kind)
+                    .unwrap_or(crate::api::machine::OperationKind::Other);
+                rec.set_operation(Some((handle.poll_url.clone(), kind, now)));
+                let first = handle.retry_after_ms.map(Duration::from_millis);
+                rec.progress.in_flight = Some(InFlight {
+                    journal_id,
+                    action: label,
+                    poll_at_ms: poll_ms(first),
+                });
+                handles.insert(journal_id, handle);
+            }
+            WorkResult::Running { retry_after } => {
+                if let Some(f) = rec.progress.in_flight.as_mut() {
+                    f.poll_at_ms = poll_ms(retry_after);
+                }
+            }
+            WorkResult::Done => {
+                let effect = match (&act, rec.progress.in_flight.take()) {
+                    (Some(a), _) => {
+                        apply_act(&mut rec.progress, a, now);
+                        exec::effect_of(&a.label())
+                    }
+                    (None, Some(f)) => {
+                        handles.remove(&f.journal_id);
+                        exec::effect_of(&f.action)
+                    }
+                    (None, None) => Effect::Other,
+                };
+                apply_effect(&mut rec.progress, effect);
+                rec.set_operation(None);
+                rec.progress.attempts = 0;
+                rec.progress.not_before = None;
+                rec.clear_error();
+            }
+            WorkResult::Failed(f) => {
+                if let Some(fl) = rec.progress.in_flight.take() {
+                    handles.remove(&fl.journal_id);
+                }
+                rec.set_operation(None);
+                self.fail(rec, &f, now);
+            }
+        }
+    }
+
+    /// Steps per machine from the planner's decisions; which waves finished; live figures.
+    fn summarize(
+        &self,
+        outcome: &PlanOutcome,
+        records: &mut BTreeMap<String, MachineRecord>,
+        disc: &Discovery,
+        prec: &PlanRecord,
+        now: Timestamp,
+    ) -> (Vec<bool>, Snapshot) {
+        let waves = outcome.waves.len();
+        let mut finished = vec![true; waves];
+        let mut members = vec![0usize; waves];
+        let mut fin_count = vec![0usize; waves];
+        let mut snap = Snapshot {
+            machines: outcome.machines.len(),
+            ..Snapshot::default()
+        };
+        let flipped: TypeSet = prec.flipped.iter().copied().collect();
+        let inv: HashMap<String, &InventoryMachine> = disc
+            .inventory
+            .iter()
+            .map(|m| (m.id.to_ascii_lowercase(), m))
+            .collect();
+        for d in &outcome.machines {
+            let Some(rec) = records.get_mut(&d.key) else {
+                continue;
+            };
+            let p = &rec.progress;
+            let step = if !d.blocked.is_empty() {
+                let msg = d
+                    .blocked
+                    .iter()
+                    .map(|b| b.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                rec.mark_blocked(msg, now);
+                MachineStep::Blocked
+            } else if p.failed {
+                MachineStep::Failed
+            } else if d.done {
+                rec.mark_done(now);
+                MachineStep::Done
+            } else {
+                let s = if let Some(f) = &p.in_flight {
+                    match f.action.as_str() {
+                        "EnableIdentity" => MachineStep::EnsureIdentity,
+                        "InstallAma" => MachineStep::InstallAma,
+                        "RemoveLegacy" => MachineStep::Cutover,
+                        _ => MachineStep::AssociateDcrs,
+                    }
+                } else if !p.verifying.is_empty() {
+                    MachineStep::Verify
+                } else if d.actions.is_empty() {
+                    if p.ama_installed && d.may_proceed {
+                        MachineStep::WaitForFlip
+                    } else {
+                        MachineStep::Pending
+                    }
+                } else {
+                    match d.actions[0] {
+                        MachineAction::EnableIdentity => MachineStep::EnsureIdentity,
+                        MachineAction::InstallAma => MachineStep::InstallAma,
+                        MachineAction::Associate { .. } | MachineAction::Dissociate { .. } => {
+                            MachineStep::AssociateDcrs
+                        }
+                        MachineAction::RemoveLegacy => MachineStep::Cutover,
+                    }
+                };
+                rec.set_step(s, now);
+                s
+            };
+            let legacy_present = inv
+                .get(&d.key)
+                .is_some_and(|m| m.agents(AgentKind::Legacy).next().is_some())
+                && !rec.progress.legacy_removed;
+            rec.refresh_summary(legacy_present, &|t| !flipped.contains(t));
+            *snap.by_step.entry(format!("{step:?}")).or_default() += 1;
+            if rec.progress.in_flight.is_some() {
+                snap.in_flight += 1;
+            }
+            if let Some(w) = d.wave {
+                members[w] += 1;
+                let settled = d.done
+                    || !d.blocked.is_empty()
+                    || rec.progress.failed
+                    || (d.actions.is_empty()
+                        && rec.progress.in_flight.is_none()
+                        && rec.progress.verifying.is_empty()
+                        && (rec.progress.ama_installed || d.may_proceed));
+                if settled {
+                    fin_count[w] += 1;
+                } else {
+                    finished[w] = false;
+                }
+            }
+        }
+        for (i, w) in outcome.waves.iter().enumerate() {
+            if !w.admitted {
+                finished[i] = false;
+            }
+            snap.waves.push((w.name.clone(), members[i], fin_count[i]));
+        }
+        snap.flipped = prec.flipped.iter().copied().collect();
+        (finished, snap)
+    }
+
+    fn update_plan_status(
+        &self,
+        plan: &mut MigrationPlan,
+        outcome: &PlanOutcome,
+        prec: &PlanRecord,
+        now: Timestamp,
+    ) {
+        let st = plan.status.get_or_insert_with(Default::default);
+        let mut waves = Vec::new();
+        let mut current = None;
+        for (i, w) in outcome.waves.iter().enumerate() {
+            let rec = prec.waves.get(i);
+            let phase = if w.gate_passed {
+                WavePhase::Completed
+            } else if !w.admitted {
+                WavePhase::Pending
+            } else if rec.is_some_and(|r| r.finished_at.is_some()) {
+                WavePhase::Soaking
+            } else {
+                if current.is_none() {
+                    current = Some(w.name.clone());
+                }
+                WavePhase::Progressing
+            };
+            let prev = st.waves.iter().find(|x| x.name == w.name);
+            waves.push(WaveStatus {
+                name: w.name.clone(),
+                phase,
+                total: w.members as u32,
+                done: w.done as u32,
+                failed: w.failed as u32,
+                in_progress: 0,
+                blocked: w.blocked as u32,
+                started_at: prev
+                    .and_then(|p| p.started_at.clone())
+                    .or_else(|| w.admitted.then(|| Time(now))),
+                soak_until: None,
+                completed_at: prev
+                    .and_then(|p| p.completed_at.clone())
+                    .or_else(|| w.gate_passed.then(|| Time(now))),
+            });
+        }
+        st.waves = waves;
+        st.current_wave = current;
+        let over_budget = outcome
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("failure budget exceeded"));
+        if over_budget {
+            st.phase = Some(PlanPhase::Paused);
+            conditions::set_condition(
+                &mut st.conditions,
+                ctypes::DEGRADED,
+                cstatus::TRUE,
+                reasons::FAILURE_BUDGET_EXCEEDED,
+                "the failure budget is exceeded: no new machine starts until failures are retried or the budget is raised",
+                None,
+                Time(now),
+            );
+        } else if st.phase != Some(PlanPhase::Completed) {
+            st.phase = Some(PlanPhase::Progressing);
+        }
+        let blocked_flips: Vec<String> = outcome
+            .flips
+            .iter()
+            .filter(|f| !f.flipped && f.never.is_none() && !f.ready)
+            .map(|f| {
+                format!(
+                    "{} (blocked by {} sender(s), e.g. {})",
+                    f.ds_type,
+                    f.blocking_total,
+                    f.blocking_senders
+                        .iter()
+                        .take(5)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+            .collect();
+        if blocked_flips.is_empty() {
+            conditions::set_condition(
+                &mut st.conditions,
+                ctypes::BLOCKED,
+                cstatus::FALSE,
+                reasons::PLAN_ACCEPTED,
+                "",
+                None,
+                Time(now),
+            );
+        } else {
+            conditions::set_condition(
+                &mut st.conditions,
+                ctypes::BLOCKED,
+                cstatus::TRUE,
+                reasons::FLIP_WAITING_FOR_SENDERS,
+                format!(
+                    "legacy flips wait for uncovered senders: {}",
+                    blocked_flips.join("; ")
+                ),
+                None,
+                Time(now),
+            );
+        }
+    }
+}
+
+/// The annotation carrying the test workspace's customer id (for the parity gate).
+pub const TEST_WORKSPACE_ID_ANNOTATION: &str = "amamigrator.io/test-workspace-customer-id";
+
+fn set_plan_phase(
+    plan: &mut MigrationPlan,
+    phase: PlanPhase,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) {
+    let st = plan.status.get_or_insert_with(Default::default);
+    st.phase = Some(phase);
+    let (ready, progressing) = match phase {
+        PlanPhase::Completed => (cstatus::TRUE, cstatus::FALSE),
+        _ => (cstatus::FALSE, cstatus::FALSE),
+    };
+    conditions::set_condition(
+        &mut st.conditions,
+        ctypes::READY,
+        ready,
+        reason,
+        message.clone(),
+        None,
+        Time(now),
+    );
+    conditions::set_condition(
+        &mut st.conditions,
+        ctypes::PROGRESSING,
+        progressing,
+        reason,
+        message,
+        None,
+        Time(now),
+    );
+}
+
+/// A wave finished and waits for its soak period.
+fn soaking(spec: &crate::api::MigrationPlanSpec, prec: &PlanRecord, now_s: i64) -> bool {
+    spec.rollout.waves.iter().zip(&prec.waves).any(|(w, r)| {
+        let soak = w
+            .soak
+            .as_deref()
+            .and_then(|d| parse_duration(d).ok())
+            .unwrap_or_default();
+        r.finished_at
+            .is_some_and(|f| f + soak.as_secs() as i64 > now_s)
+    })
+}
+
+fn stall_reason(outcome: &PlanOutcome, records: &BTreeMap<String, MachineRecord>) -> String {
+    let mut why = Vec::new();
+    for f in outcome
+        .flips
+        .iter()
+        .filter(|f| !f.flipped && f.never.is_none() && !f.ready)
+    {
+        why.push(format!("the legacy flip of {} waits for {} uncovered sender(s) (e.g. {}); cover them or name them in spec.legacy.flip.acceptedUncoveredSenders", f.ds_type, f.blocking_total, f.blocking_senders.iter().take(3).cloned().collect::<Vec<_>>().join(", ")));
+    }
+    for w in outcome
+        .waves
+        .iter()
+        .filter(|w| w.admitted && !w.gate_passed)
+    {
+        why.push(format!(
+            "wave {} has not passed its gates (success ratio, parity, soak or manual approval)",
+            w.name
+        ));
+    }
+    let failed = records.values().filter(|r| r.progress.failed).count();
+    if failed > 0 {
+        why.push(format!("{failed} machine(s) failed"));
+    }
+    why.extend(
+        outcome
+            .warnings
+            .iter()
+            .filter(|w| w.starts_with("failure budget"))
+            .cloned(),
+    );
+    if why.is_empty() {
+        "nothing can progress".into()
+    } else {
+        why.join("; ")
+    }
+}
+
+/// Agents that were there before the plan started count as installed (from the inventory).
+fn seed_states(
+    mut states: HashMap<String, MachineState>,
+    disc: &Discovery,
+    records: &BTreeMap<String, MachineRecord>,
+) -> HashMap<String, MachineState> {
+    for m in &disc.inventory {
+        let key = m.id.to_ascii_lowercase();
+        let ama = m
+            .agents(AgentKind::Ama)
+            .any(|e| e.provisioning_state.eq_ignore_ascii_case("Succeeded"));
+        if ama {
+            let s = states.entry(key.clone()).or_default();
+            s.ama_installed = true;
+        }
+        if !records.contains_key(&key) {
+            continue;
+        }
+    }
+    states
+}
+
+/// The MachineMigration spec for a planner decision.
+fn machine_spec(
+    plan: &str,
+    spec: &crate::api::MigrationPlanSpec,
+    d: &MachineDecision,
+    m: &InventoryMachine,
+    dcrs: &Dcrs,
+    outcome: &PlanOutcome,
+) -> MachineMigrationSpec {
+    let os = d.os.unwrap_or(OsFamily::Windows);
+    let wave = d
+        .wave
+        .and_then(|w| outcome.waves.get(w))
+        .map(|w| w.name.clone())
+        .unwrap_or_default();
+    MachineMigrationSpec {
+        plan: plan.to_string(),
+        machine_id: m.id.clone(),
+        os,
+        kind: match m.kind() {
+            Some(crate::inventory::MachineKind::ArcServer) => MachineKind::ArcServer,
+            _ => MachineKind::AzureVM,
+        },
+        wave,
+        risk: d.risk,
+        data_sources: d
+            .assignments
+            .iter()
+            .filter_map(|a| {
+                let ds = spec.data_sources.get(a.ds_index)?;
+                Some(MachineDataSource {
+                    name: ds.name.clone(),
+                    type_: a.ds_type,
+                    agent: a.target,
+                    dcr: (a.target == Agent::Ama)
+                        .then(|| dcrs.find(os, false, a.ds_type).map(|x| x.0.clone()))
+                        .flatten(),
+                })
+            })
+            .collect(),
+        may_proceed: d.may_proceed,
+    }
+}
+
+/// The first planner action this machine can take now, as a write.
+fn choose(
+    d: &MachineDecision,
+    rec: &MachineRecord,
+    m: &InventoryMachine,
+    dcrs: &Dcrs,
+) -> Option<Act> {
+    let os = d.os?;
+    let p = &rec.progress;
+    for a in &d.actions {
+        match *a {
+            MachineAction::EnableIdentity => return Some(Act::EnableIdentity),
+            MachineAction::InstallAma => {
+                let t = m.identity_type.to_ascii_lowercase();
+                return Some(Act::InstallAma {
+                    os,
+                    location: m.location.clone(),
+                    user_assigned_only: t.contains("userassigned")
+                        && !t.contains("systemassigned")
+                        && !p.identity_enabled,
+                });
+            }
+            MachineAction::Associate { ds, test } => {
+                if !test && p.verifying.contains(&ds) {
+                    continue;
+                }
+                let (id, types) = dcrs.find(os, test, ds)?;
+                return Some(Act::Associate {
+                    dcr_id: id.clone(),
+                    types: types.clone(),
+                    test,
+                });
+            }
+            MachineAction::Dissociate { ds, test } => {
+                let Some((id, types)) = dcrs.find(os, test, ds) else {
+                    continue;
+                };
+                // One DCR carries several sources: remove it only when none of them should stay on AMA.
+                let keep = !test
+                    && d.assignments
+                        .iter()
+                        .any(|x| types.contains(&x.ds_type) && x.desired_now == Agent::Ama);
+                if keep {
+                    continue;
+                }
+                return Some(Act::Dissociate {
+                    dcr_id: id.clone(),
+                    types: types.clone(),
+                    test,
+                });
+            }
+            MachineAction::RemoveLegacy => {
+                let ext = m.agents(AgentKind::Legacy).next()?;
+                return Some(Act::RemoveLegacy {
+                    extension: ext.name.clone(),
+                });
+            }
+        }
+    }
+    None
+}
+
+fn apply_act(p: &mut Progress, a: &Act, now: Timestamp) {
+    match a {
+        Act::Associate {
+            types, test: false, ..
+        } => {
+            for t in types {
+                if !p.associated.contains(t) {
+                    p.verifying.insert(*t);
+                }
+            }
+            p.verify_since.get_or_insert(now.as_second());
+        }
+        Act::Associate {
+            types, test: true, ..
+        } => p.test_associated.extend(types.iter().copied()),
+        Act::Dissociate {
+            types, test: false, ..
+        } => {
+            for t in types {
+                p.associated.remove(t);
+                p.verifying.remove(t);
+            }
+        }
+        Act::Dissociate {
+            types, test: true, ..
+        } => {
+            for t in types {
+                p.test_associated.remove(t);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn apply_effect(p: &mut Progress, e: Effect) {
+    match e {
+        Effect::IdentityEnabled => p.identity_enabled = true,
+        Effect::AmaInstalled => p.ama_installed = true,
+        Effect::LegacyRemoved => p.legacy_removed = true,
+        Effect::Other => {}
+    }
+}

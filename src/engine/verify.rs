@@ -1,0 +1,166 @@
+//! Verification with bulk Log Analytics queries: one AMA Heartbeat query and one catalog proof
+//! query per data source type cover every machine waiting for verification, never a query per
+//! machine. Also the parity measurement of canary waves (legacy rows in production against AMA
+//! rows in the test workspace).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use crate::azure::ArmClient;
+use crate::catalog::{Catalog, DataSourceType};
+use crate::inventory::{CATEGORY_AMA, LogQueryResponse};
+
+use super::EngineError;
+
+/// The query window for the proof of delivery, in minutes.
+pub const VERIFY_WINDOW_MINUTES: u32 = 15;
+
+/// `Computer` / `_ResourceId` (lower-cased) of every row of the first table, with `count_`.
+fn rows(resp: &LogQueryResponse) -> Vec<(String, String, f64)> {
+    let Some(t) = resp.tables.first() else {
+        return Vec::new();
+    };
+    let c = t.column("Computer");
+    let r = t.column("_ResourceId");
+    let n = t.column("count_");
+    t.rows
+        .iter()
+        .map(|row| {
+            let s = |i: Option<usize>| {
+                i.and_then(|i| row.get(i))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_ascii_lowercase()
+            };
+            let count = n
+                .and_then(|i| row.get(i))
+                .and_then(|v| v.as_f64())
+                .unwrap_or(1.0);
+            (s(c), s(r), count)
+        })
+        .collect()
+}
+
+/// A machine waiting for verification.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    pub key: String,
+    pub computer: String,
+    pub types: BTreeSet<DataSourceType>,
+}
+
+/// Which pending types each machine proved (AMA heartbeat and rows of that source).
+pub async fn verify(
+    client: &ArmClient,
+    customer_id: &str,
+    catalog: &Catalog,
+    pending: &[Pending],
+) -> Result<BTreeMap<String, BTreeSet<DataSourceType>>, EngineError> {
+    let mut out = BTreeMap::new();
+    if pending.is_empty() {
+        return Ok(out);
+    }
+    let hb_query = format!(
+        "Heartbeat | where TimeGenerated > ago({VERIFY_WINDOW_MINUTES}m) and Category == '{CATEGORY_AMA}' | summarize count() by Computer, _ResourceId"
+    );
+    let hb = client
+        .query_logs(customer_id, &hb_query, None)
+        .await
+        .map_err(|e| EngineError::azure("the AMA Heartbeat verification query", e))?;
+    let alive: HashSet<String> = rows(&hb)
+        .into_iter()
+        .flat_map(|(c, r, _)| [c, r])
+        .filter(|s| !s.is_empty())
+        .collect();
+    let types: BTreeSet<DataSourceType> = pending.iter().flat_map(|p| p.types.clone()).collect();
+    let mut delivered: BTreeMap<DataSourceType, HashSet<String>> = BTreeMap::new();
+    for t in types {
+        let Some(q) = catalog.row(t).proof_query(VERIFY_WINDOW_MINUTES, None) else {
+            // No table to prove it by (custom logs without a table): the heartbeat must do.
+            delivered.insert(t, alive.clone());
+            continue;
+        };
+        let resp = client
+            .query_logs(customer_id, &q, None)
+            .await
+            .map_err(|e| EngineError::azure("a data verification query", e))?;
+        delivered.insert(
+            t,
+            rows(&resp)
+                .into_iter()
+                .flat_map(|(c, r, _)| [c, r])
+                .filter(|s| !s.is_empty())
+                .collect(),
+        );
+    }
+    for p in pending {
+        let computer = p.computer.to_ascii_lowercase();
+        let seen = |set: &HashSet<String>| set.contains(&p.key) || set.contains(&computer);
+        if !seen(&alive) {
+            continue;
+        }
+        let ok: BTreeSet<DataSourceType> = p
+            .types
+            .iter()
+            .copied()
+            .filter(|t| delivered.get(t).is_some_and(seen))
+            .collect();
+        if !ok.is_empty() {
+            out.insert(p.key.clone(), ok);
+        }
+    }
+    Ok(out)
+}
+
+/// Parity of a canary wave: for every moved type, rows the legacy agent put into production
+/// against rows AMA put into the test workspace, summed over the wave's machines, within
+/// `tolerance_percent`. `Ok(None)` when there is nothing to compare yet.
+pub async fn parity(
+    client: &ArmClient,
+    prod_customer_id: &str,
+    test_customer_id: &str,
+    catalog: &Catalog,
+    machines: &[(String, String)],
+    types: &BTreeSet<DataSourceType>,
+    window_minutes: u32,
+    tolerance_percent: u32,
+) -> Result<Option<bool>, EngineError> {
+    let members: HashSet<String> = machines
+        .iter()
+        .flat_map(|(k, c)| [k.clone(), c.to_ascii_lowercase()])
+        .collect();
+    let mut compared = false;
+    for t in types {
+        let row = catalog.row(*t);
+        let (Some(lq), Some(aq)) = (
+            row.legacy_proof_query(window_minutes, None),
+            row.proof_query(window_minutes, None),
+        ) else {
+            continue;
+        };
+        let sum = |resp: &LogQueryResponse| -> f64 {
+            rows(resp)
+                .into_iter()
+                .filter(|(c, r, _)| members.contains(c) || members.contains(r))
+                .map(|(_, _, n)| n)
+                .sum()
+        };
+        let legacy = client
+            .query_logs(prod_customer_id, &lq, None)
+            .await
+            .map_err(|e| EngineError::azure("the parity query (production)", e))?;
+        let ama = client
+            .query_logs(test_customer_id, &aq, None)
+            .await
+            .map_err(|e| EngineError::azure("the parity query (test workspace)", e))?;
+        let (l, a) = (sum(&legacy), sum(&ama));
+        if l <= 0.0 && a <= 0.0 {
+            continue;
+        }
+        compared = true;
+        let diff = (l - a).abs() * 100.0 / l.max(a);
+        if diff > f64::from(tolerance_percent) {
+            return Ok(Some(false));
+        }
+    }
+    Ok(compared.then_some(true))
+}
