@@ -134,6 +134,20 @@ async fn vm_extension_install_and_delete_progress_through_their_lros() {
     let log = sim.request_log();
     assert!(log.iter().any(|r| r.method == "PUT" && r.status == 201));
     assert!(!serde_json::to_string(&log).unwrap().contains("hunter2"));
+    let jsonl = c
+        .get(format!("{}/_sim/requests?format=jsonl", sim.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), log.len());
+    assert_eq!(lines[0]["method"], "PUT");
     sim.shutdown().await;
 }
 

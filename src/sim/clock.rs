@@ -75,6 +75,11 @@ pub fn parse_iso(s: &str) -> Option<SimMillis> {
     s.parse::<Timestamp>().ok().map(|t| t.as_millisecond())
 }
 
+/// Index of the first minute starting at or after `ms` (minute `k` starts at `k × 60 s`).
+pub fn ceil_minute(ms: SimMillis) -> i64 {
+    ms.div_euclid(MINUTE_MS) + (ms.rem_euclid(MINUTE_MS) != 0) as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,9 +97,4 @@ mod tests {
         assert_eq!(iso(0), "1970-01-01T00:00:00Z");
         assert_eq!(parse_iso("1970-01-01T00:01:00Z"), Some(60_000));
     }
-}
-
-/// Index of the first minute starting at or after `ms` (minute `k` starts at `k × 60 s`).
-pub fn ceil_minute(ms: SimMillis) -> i64 {
-    ms.div_euclid(MINUTE_MS) + (ms.rem_euclid(MINUTE_MS) != 0) as i64
 }

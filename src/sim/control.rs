@@ -305,7 +305,9 @@ pub fn handle(shared: &Shared, r: &Req) -> Resp {
                     .iter()
                     .map(|x| serde_json::to_string(x).unwrap_or_default())
                     .collect();
-                Resp::json(200, Value::String(lines.join("\n")))
+                let mut text = lines.join("\n");
+                text.push('\n');
+                Resp::text(200, "application/x-ndjson", text)
             } else {
                 Resp::json(200, json!({"value": core.log}))
             }

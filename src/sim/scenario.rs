@@ -617,6 +617,21 @@ mod tests {
     }
 
     #[test]
+    fn scenario_files_load_from_yaml_and_json_and_unknown_fields_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("sim-scenario-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let yaml = dir.join("s.yaml");
+        std::fs::write(&yaml, "seed: 7\nmachines: 12\ntimeScale: 0\nagents:\n  legacyOnly: 1\n  amaOnly: 0\n  both: 0\n  none: 0\nfaults:\n  - kind: ServerErrors\n    count: 2\n").unwrap();
+        let s = Scenario::from_file(&yaml).unwrap();
+        assert_eq!((s.seed, s.machines, s.faults.len()), (7, 12, 1));
+        let json = dir.join("s.json");
+        std::fs::write(&json, r#"{"machines": 3, "bogus": true}"#).unwrap();
+        let e = Scenario::from_file(&json).unwrap_err().to_string();
+        assert!(e.contains("bogus") && e.contains("s.json"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn invalid_scenarios_are_explained() {
         let bad = Scenario {
             arc_ratio: 1.5,

@@ -110,6 +110,8 @@ pub struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Option<Value>,
+    /// A non-JSON body (content type, text), e.g. the JSON-lines request log.
+    pub text: Option<(&'static str, String)>,
 }
 
 impl Resp {
@@ -118,6 +120,7 @@ impl Resp {
             status,
             headers: Vec::new(),
             body: Some(body),
+            text: None,
         }
     }
     pub fn empty(status: u16) -> Self {
@@ -125,6 +128,15 @@ impl Resp {
             status,
             headers: Vec::new(),
             body: None,
+            text: None,
+        }
+    }
+    pub fn text(status: u16, content_type: &'static str, text: String) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: None,
+            text: Some((content_type, text)),
         }
     }
     pub fn header(mut self, k: &str, v: impl Into<String>) -> Self {
@@ -199,7 +211,7 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request<Body>) -> Re
     let seg: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| percent_decode(s))
+        .map(percent_decode)
         .collect();
     let low = seg.iter().map(|s| s.to_ascii_lowercase()).collect();
     let r = Req {
@@ -263,14 +275,15 @@ pub fn redact(v: &Value) -> Value {
 
 pub fn to_response(r: Resp) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = match r.body {
-        Some(b) => (
+    let mut resp = match (r.body, r.text) {
+        (Some(b), _) => (
             status,
             [("content-type", "application/json; charset=utf-8")],
             b.to_string(),
         )
             .into_response(),
-        None => status.into_response(),
+        (None, Some((ct, text))) => (status, [("content-type", ct)], text).into_response(),
+        (None, None) => status.into_response(),
     };
     for (k, v) in r.headers {
         if let (Ok(name), Ok(val)) = (
