@@ -228,7 +228,7 @@ fn a_window_beyond_its_bound_names_machines_and_fix() {
         "spec.rollout.cutover.maxOverlap",
         "maxOverlap",
     );
-    let y = BASE.replace("soak: 24h\n        gates:\n          minSuccessRatio: 1.0", "soak: 24h\n        gates:\n          minSuccessRatio: 1.0").replace("  testWorkspace:\n    resourceId: /subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-sentinel/providers/Microsoft.OperationalInsights/workspaces/law-sentinel-poc\n    location: westeurope\n", "");
+    let y = BASE.replace("  testWorkspace:\n    resourceId: /subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-sentinel/providers/Microsoft.OperationalInsights/workspaces/law-sentinel-poc\n    location: westeurope\n", "");
     let out = run(&y, &[]);
     expect(
         &out,

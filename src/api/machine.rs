@@ -29,6 +29,8 @@ pub mod annotations {
 }
 
 /// The migration of one machine.
+// The kube printcolumn struct form repeats `type_ = "string"`; clippy reads that as duplicated.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "amamigrator.io",

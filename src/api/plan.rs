@@ -14,6 +14,8 @@ use crate::catalog::{DataSourceType, OsFamily};
 
 /// Declares which machines move which data sources to which agent, in which waves, within
 /// which duplicate/gap bounds.
+// The kube printcolumn struct form repeats `type_ = "string"`; clippy reads that as duplicated.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "amamigrator.io",
