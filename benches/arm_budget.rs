@@ -4,16 +4,20 @@
 //! 10·N writes from many concurrent tasks. Prints achieved writes/s, the limit, their ratio and
 //! the 429s received. Target: zero 429 and ≥ 90 % of N.
 //!
-//! `cargo bench --bench arm_budget [-- N]` (default N = 20 → ~10 s).
+//! By default the server is the Azure simulator (`crate::sim`) with its write bucket set to N/s;
+//! `-- --stub` uses a minimal in-file server with the same bucket instead.
+//!
+//! `cargo bench --bench arm_budget [-- N] [-- --stub]` (default N = 20 → ~10 s).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ama_migrator::azure::{
-    ArmClient, BucketShape, BudgetConfig, ClientConfig, CredentialConfig, DcrAssociation,
-    Endpoints, ResourceId,
+    ArmClient, BucketShape, BudgetConfig, ClientConfig, CredentialConfig, Endpoints, ResourceId,
+    WorkspaceDataSource,
 };
+use ama_migrator::sim::{BucketConfig, Scenario, Simulator, ThrottleConfig};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
@@ -64,8 +68,8 @@ async fn start_server(n: f64) -> (url::Url, Arc<ServerStats>) {
             match drawn {
                 Ok(remaining) => {
                     stats.ok.fetch_add(1, Ordering::Relaxed);
-                    let body = serde_json::json!({"id": uri.path(), "name": "a",
-                        "properties": {"dataCollectionRuleId": "/d", "provisioningState": "Succeeded"}});
+                    let body = serde_json::json!({"id": uri.path(), "name": "a", "kind": "WindowsEvent",
+                        "properties": {"eventLogName": "System", "eventTypes": [{"eventType": "Error"}]}});
                     let mut r = axum::Json(body).into_response();
                     r.headers_mut().insert(
                         "x-ms-ratelimit-remaining-subscription-writes",
@@ -97,8 +101,46 @@ async fn start_server(n: f64) -> (url::Url, Arc<ServerStats>) {
     (url, stats)
 }
 
-async fn run(n: f64, writes_per_n: f64, concurrency: usize) {
-    let (url, server) = start_server(n).await;
+const STUB_WORKSPACE: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.OperationalInsights/workspaces/ws";
+
+/// The server under test: its base URL, the workspace to write to, and a 429 counter.
+async fn target(n: f64, stub: bool) -> (url::Url, String, Box<dyn Fn() -> u64>) {
+    if stub {
+        let (url, stats) = start_server(n).await;
+        return (
+            url,
+            STUB_WORKSPACE.to_string(),
+            Box::new(move || stats.throttled.load(Ordering::Relaxed)),
+        );
+    }
+    let bucket = BucketConfig {
+        size: n,
+        refill_per_sec: n,
+    };
+    let scenario = Scenario {
+        machines: 10,
+        throttle: ThrottleConfig {
+            writes: bucket.clone(),
+            ..ThrottleConfig::default()
+        },
+        ..Scenario::default()
+    };
+    let sim = Simulator::start(scenario, "127.0.0.1:0")
+        .await
+        .expect("simulator starts");
+    let url = url::Url::parse(&sim.base_url()).expect("simulator URL");
+    let ws = sim.workspace_resource_id();
+    let sim = Arc::new(sim);
+    (
+        url,
+        ws,
+        Box::new(move || sim.request_log().iter().filter(|r| r.status == 429).count() as u64),
+    )
+}
+
+async fn run(n: f64, writes_per_n: f64, concurrency: usize, stub: bool) {
+    let (url, workspace, server_429s) = target(n, stub).await;
+    let workspace = ResourceId::parse(&workspace).expect("workspace id");
     let mut cfg = ClientConfig::new(Endpoints::single(url), CredentialConfig::None);
     cfg.budget = BudgetConfig {
         writes: BucketShape::new(n, n),
@@ -111,20 +153,28 @@ async fn run(n: f64, writes_per_n: f64, concurrency: usize) {
     let start = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, next, done_at) = (client.clone(), next.clone(), done_at.clone());
+            let (client, next, done_at, ws) = (
+                client.clone(),
+                next.clone(),
+                done_at.clone(),
+                workspace.clone(),
+            );
             tokio::spawn(async move {
-                let assoc = DcrAssociation::for_rule("/d", None);
+                let source = WorkspaceDataSource {
+                    id: None,
+                    name: None,
+                    resource_type: None,
+                    kind: "WindowsEvent".into(),
+                    properties: serde_json::json!({"eventLogName": "System", "eventTypes": [{"eventType": "Error"}]}),
+                    etag: None,
+                };
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= total {
                         return Ok::<(), String>(());
                     }
-                    let vm = ResourceId::parse(&format!(
-                        "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm{i}"
-                    ))
-                    .map_err(|e| e.to_string())?;
                     client
-                        .put_association(&vm, "migration", &assoc)
+                        .put_data_source(&ws, &format!("bench-{i}"), &source)
                         .await
                         .map_err(|e| e.to_string())?;
                     if let Ok(mut d) = done_at.lock() {
@@ -162,11 +212,15 @@ async fn run(n: f64, writes_per_n: f64, concurrency: usize) {
         steady / n
     );
     println!(
-        "arm_budget: 429 received = {} (server counted {}), retries = {}, server accepted {}",
+        "arm_budget: server = {}; 429 received = {} (server counted {}), retries = {}",
+        if stub {
+            "in-file stub"
+        } else {
+            "Azure simulator"
+        },
         m.throttled,
-        server.throttled.load(Ordering::Relaxed),
+        server_429s(),
         m.retries,
-        server.ok.load(Ordering::Relaxed)
     );
     let verdict = m.throttled == 0 && steady / n >= 0.9;
     println!(
@@ -186,9 +240,10 @@ fn main() {
         .filter(|n| *n >= 1.0)
         .unwrap_or(if bench { 20.0 } else { 50.0 });
     let writes_per_n = if bench { 10.0 } else { 2.0 };
+    let stub = args.iter().any(|a| a == "--stub");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    rt.block_on(run(n, writes_per_n, 32));
+    rt.block_on(run(n, writes_per_n, 32, stub));
 }

@@ -269,7 +269,16 @@ impl ArmClient {
             );
             let mut rb = inner.http.request(req.method.clone(), req.url.clone());
             if let Some(a) = &auth {
-                rb = rb.header(reqwest::header::AUTHORIZATION, a.secret());
+                // Marked sensitive so transport-level debug output never prints it.
+                let mut v = reqwest::header::HeaderValue::from_str(a.secret()).map_err(|_| {
+                    AzureError::Auth(super::error::AuthError::Credential {
+                        credential: inner.auth.credential_name(),
+                        scope: scope.to_string(),
+                        message: "the token is not a valid HTTP header value".into(),
+                    })
+                })?;
+                v.set_sensitive(true);
+                rb = rb.header(reqwest::header::AUTHORIZATION, v);
             }
             if let Some(b) = &req.body {
                 rb = rb

@@ -1,6 +1,26 @@
 //! The one ARM client (design.md §6): explicit credentials, configurable endpoints, a budget
 //! shaped like ARM's token buckets, bounded retries, resumable long-running operations and typed
 //! operations for the resources the migration touches.
+//!
+//! # Pointing the client at Azure or at the simulator
+//! ```no_run
+//! # fn demo() -> Result<(), ama_migrator::azure::AzureError> {
+//! use ama_migrator::azure::{ArmClient, ClientConfig, CredentialConfig, CredentialKind, Endpoints};
+//! // Real Azure: default endpoints, a credential chosen explicitly (here from the environment).
+//! let cred = CredentialConfig::from_env(CredentialKind::WorkloadIdentity, |k| std::env::var(k).ok())?;
+//! let azure = ArmClient::new(ClientConfig::new(Endpoints::default(), cred))?;
+//! // The simulator: its base URL for both services; `None` is accepted only for loopback hosts.
+//! let base = url::Url::parse("http://127.0.0.1:8080/").expect("url");
+//! let sim = ArmClient::new(ClientConfig::new(Endpoints::single(base), CredentialConfig::None))?;
+//! # Ok(()) }
+//! ```
+//! Credentials: `workload-identity` (AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE,
+//! injected by the AKS webhook), `managed-identity` (optional AZURE_CLIENT_ID of a user-assigned
+//! identity), `client-secret` (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET), `azure-cli`.
+//! Roles the identity needs: Virtual Machine Contributor on the VMs (extensions, identity PATCH),
+//! Azure Connected Machine Resource Administrator on Arc servers, Monitoring Contributor where the
+//! DCRs and associations live, Log Analytics Contributor on the workspace (dataSources), Reader on
+//! the subscriptions (Resource Graph, LRO status URLs) and Log Analytics Reader for queries.
 
 pub mod auth;
 pub mod client;
