@@ -279,3 +279,24 @@ fn cli_from_workspace_prints_dcr_json_and_requirements() {
     );
     assert!(stderr.contains("\"loud\""), "{stderr}");
 }
+
+#[test]
+fn golden_converter_output_matches() {
+    let set = convert_text(&realistic(), None, "westeurope", Some(DCE)).unwrap();
+    let out = serde_json::json!({
+        "rules": set.rules.iter().map(|g| serde_json::json!({"name": g.name, "rule": g.rule})).collect::<Vec<_>>(),
+        "requirements": set.requirements,
+    });
+    let text = format!("{}\n", serde_json::to_string_pretty(&out).unwrap());
+    let path = golden("catalog-convert-workspace-dcrs.json");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    } else {
+        let want = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("missing {}: run with UPDATE_GOLDEN=1", path.display()));
+        assert_eq!(
+            text, want,
+            "converter output drifted; rerun with UPDATE_GOLDEN=1 if intended"
+        );
+    }
+}
