@@ -16,6 +16,8 @@ use crate::local::{
 
 /// Warning events shown by the table view (JSON lists the same).
 const RECENT_WARNINGS: usize = 10;
+/// In-flight operations listed by the table view.
+const IN_FLIGHT_SHOWN: usize = 10;
 
 #[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
 pub enum StatusOutput {
@@ -172,10 +174,16 @@ pub fn render_table(report: &StatusReport) -> String {
         "ARM operations: {} journaled, {} succeeded, {} failed, {} abandoned, {} in flight\n",
         o.total, o.succeeded, o.failed, o.abandoned, o.in_flight
     ));
-    for op in &report.in_flight_operations {
+    for op in report.in_flight_operations.iter().take(IN_FLIGHT_SHOWN) {
         out.push_str(&format!(
             "  in flight: {} on {} since {}\n",
             op.action, op.resource_id, op.started_at
+        ));
+    }
+    if report.in_flight_operations.len() > IN_FLIGHT_SHOWN {
+        out.push_str(&format!(
+            "  … and {} more in flight (--output json lists all)\n",
+            report.in_flight_operations.len() - IN_FLIGHT_SHOWN
         ));
     }
     if !report.recent_warnings.is_empty() {
@@ -188,4 +196,34 @@ pub fn render_table(report: &StatusReport) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    #[test]
+    fn the_table_lists_ten_in_flight_operations_and_counts_the_rest() {
+        let store = StateStore::open_in_memory().unwrap();
+        store
+            .transaction(|tx| {
+                for i in 0..12 {
+                    tx.begin_operation(
+                        &format!("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm-{i}"),
+                        "InstallAma",
+                        None,
+                        Timestamp::from_second(i).unwrap(),
+                    )?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        let report = build_report(&store).unwrap();
+        assert_eq!(report.operations.in_flight, 12);
+        let text = render_table(&report);
+        assert!(text.starts_with("No plans in :memory:."), "{text}");
+        assert_eq!(text.matches("  in flight: InstallAma").count(), 10);
+        assert!(text.contains("… and 2 more in flight"), "{text}");
+    }
 }

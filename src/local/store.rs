@@ -157,6 +157,16 @@ impl StateStore {
         self.transaction(|tx| tx.update(obj, expected_version))
     }
 
+    /// Read-modify-write one object in its own transaction (see `Tx::modify`).
+    pub fn modify<K: StoredObject>(
+        &self,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut K),
+    ) -> Result<K, StoreError> {
+        self.transaction(|tx| tx.modify(namespace, name, change))
+    }
+
     /// Delete an object (a plan takes its MachineMigrations with it), checking the version if given.
     pub fn delete<K: StoredObject>(
         &self,
@@ -442,6 +452,21 @@ impl Tx<'_> {
             obj.owning_plan(),
         )?;
         Ok(obj)
+    }
+
+    /// Read-modify-write inside this transaction: `change` edits the stored object, which is then
+    /// written back at the next version. No conflict is possible (the transaction holds the write
+    /// lock); `NotFound` if the object is absent.
+    pub fn modify<K: StoredObject>(
+        &self,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut K),
+    ) -> Result<K, StoreError> {
+        let mut obj: K = self.get_existing(namespace, name)?;
+        let version = resource_version(&obj).unwrap_or(0);
+        change(&mut obj);
+        self.update(&obj, version)
     }
 
     /// Delete an object, checking its version when `expected_version` is given.

@@ -481,3 +481,21 @@ fn failed_status_round_trips_through_the_store() {
         "OperationNotAllowed"
     );
 }
+
+#[test]
+fn modify_reads_changes_and_writes_in_one_step() {
+    let store = store_with_plan();
+    store.create(&machine("vm-1", "p1")).unwrap();
+    let updated = store
+        .modify::<MachineMigration>("default", "vm-1", |m| {
+            m.status.get_or_insert_with(Default::default).step = Some(MachineStep::Verify);
+        })
+        .unwrap();
+    assert_eq!(resource_version(&updated), Some(2));
+    let got: MachineMigration = store.get("default", "vm-1").unwrap().unwrap();
+    assert_eq!(got.status.unwrap().step, Some(MachineStep::Verify));
+    let err = store
+        .modify::<MachineMigration>("default", "ghost", |_| {})
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+}
