@@ -199,17 +199,27 @@ fn reply_for(choice: u8) -> Reply {
     }
 }
 
-/// Checks one decision against the world it was made for.
-fn check(
-    sc: &Scenario,
-    status_in: &MachineMigrationStatus,
-    obs: &Observation,
-    outcome: Option<&Outcome>,
+/// One call of the step function, as the test saw it.
+struct Call<'a> {
+    status_in: &'a MachineMigrationStatus,
+    obs: &'a Observation,
+    outcome: Option<&'a Outcome>,
     requests: Requests,
-    world_pending: Option<&str>,
+    /// The poll URL of the operation Azure is still running, if any.
+    world_pending: Option<&'a str>,
     now: Timestamp,
-    d: &Decision,
-) -> Result<(), TestCaseError> {
+}
+
+/// Checks one decision against the world it was made for.
+fn check(sc: &Scenario, c: &Call<'_>, d: &Decision) -> Result<(), TestCaseError> {
+    let (status_in, obs, outcome, requests, world_pending, now) = (
+        c.status_in,
+        c.obs,
+        c.outcome,
+        c.requests,
+        c.world_pending,
+        c.now,
+    );
     let p = &sc.policy;
     prop_assert!(
         d.status.attempts <= p.max_attempts,
@@ -384,16 +394,15 @@ fn simulate(
             requests,
             now,
         );
-        check(
-            sc,
-            &status,
-            &world.obs,
-            outcome.as_ref(),
+        let call = Call {
+            status_in: &status,
+            obs: &world.obs,
+            outcome: outcome.as_ref(),
             requests,
-            pending.as_deref(),
+            world_pending: pending.as_deref(),
             now,
-            &d,
-        )?;
+        };
+        check(sc, &call, &d)?;
         status = d.status.clone();
         outcome = None;
         match &d.action {

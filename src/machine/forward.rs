@@ -515,7 +515,7 @@ impl Ctx<'_> {
             self.current_step(),
             MachineStep::Cutover | MachineStep::WaitForFlip | MachineStep::Done
         );
-        if !moved.is_empty() && !(past_verify && !self.verification_fails(&moved)) {
+        if !past_verify || self.verification_fails(&moved) {
             if let Some(d) = self.verify(&moved) {
                 return d;
             }

@@ -75,7 +75,9 @@ pub(crate) fn add(t: Timestamp, d: Duration) -> Timestamp {
     t.saturating_add(d).unwrap_or(Timestamp::MAX)
 }
 
-/// Whether control returns a decision now or continues to the next stage.
+/// Whether control returns a decision now or continues to the next stage (a transient value,
+/// returned once per stage, never stored: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Flow {
     Return(Decision),
     Continue,
