@@ -34,6 +34,9 @@ pub struct BudgetConfig {
     pub resource_graph: BucketShape,
     /// Log Analytics query API: 200 queries per 30 s.
     pub log_query: BucketShape,
+    /// Share of each refill rate the client uses (0..=1). Below 1 the server's bucket slowly
+    /// gains spare tokens that absorb network jitter, so equal shapes never produce a 429.
+    pub refill_headroom: f64,
 }
 
 impl Default for BudgetConfig {
@@ -45,6 +48,7 @@ impl Default for BudgetConfig {
             compute_update_vm: BucketShape::new(1500.0, 500.0 / 60.0),
             resource_graph: BucketShape::new(15.0, 3.0),
             log_query: BucketShape::new(200.0, 200.0 / 30.0),
+            refill_headroom: 0.95,
         }
     }
 }
@@ -181,13 +185,17 @@ impl Budget {
     }
 
     fn shape(&self, class: BucketClass) -> BucketShape {
-        match class {
+        let shape = match class {
             BucketClass::Read => self.config.reads,
             BucketClass::Write => self.config.writes,
             BucketClass::Delete => self.config.deletes,
             BucketClass::ComputeUpdateVm => self.config.compute_update_vm,
             BucketClass::ResourceGraph => self.config.resource_graph,
             BucketClass::LogQuery => self.config.log_query,
+        };
+        BucketShape {
+            refill_per_sec: shape.refill_per_sec * self.config.refill_headroom.clamp(0.01, 1.0),
+            ..shape
         }
     }
 
@@ -318,6 +326,7 @@ mod tests {
         let cfg = BudgetConfig {
             writes: BucketShape::new(5.0, 1.0),
             compute_update_vm: BucketShape::new(2.0, 1.0),
+            refill_headroom: 1.0,
             ..Default::default()
         };
         let budget = Budget::new(cfg);
@@ -340,6 +349,7 @@ mod tests {
         // Simulated 10 s of greedy acquisition against a 4-token, 2/s bucket: at most 4 + 2*10.
         let budget = Budget::new(BudgetConfig {
             writes: BucketShape::new(4.0, 2.0),
+            refill_headroom: 1.0,
             ..Default::default()
         });
         let key = [BucketKey::new("s", "global", BucketClass::Write)];
@@ -358,6 +368,23 @@ mod tests {
             }
         }
         assert!((23..=24).contains(&taken), "taken {taken}");
+    }
+
+    #[test]
+    fn headroom_slows_refill_only() {
+        let budget = Budget::new(BudgetConfig {
+            writes: BucketShape::new(1.0, 10.0),
+            refill_headroom: 0.5,
+            ..Default::default()
+        });
+        let key = [BucketKey::new("s", "global", BucketClass::Write)];
+        let t0 = Instant::now();
+        assert_eq!(budget.try_acquire(&key, t0), Duration::ZERO, "full burst");
+        assert_eq!(
+            budget.try_acquire(&key, t0),
+            ms(200),
+            "refill at 5/s, not 10/s"
+        );
     }
 
     #[tokio::test(start_paused = true)]
