@@ -120,7 +120,7 @@ async fn target(n: f64, stub: bool) -> (url::Url, String, Box<dyn Fn() -> u64>) 
     let scenario = Scenario {
         machines: 10,
         throttle: ThrottleConfig {
-            writes: bucket.clone(),
+            writes: bucket,
             ..ThrottleConfig::default()
         },
         ..Scenario::default()
