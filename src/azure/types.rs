@@ -21,6 +21,8 @@ pub struct Extension {
     pub location: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<BTreeMap<String, String>>,
+    /// Optional in the spec (minimal examples omit it).
+    #[serde(default)]
     pub properties: ExtensionProperties,
 }
 
@@ -182,6 +184,7 @@ pub struct DcrAssociation {
     pub resource_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+    #[serde(default)]
     pub properties: DcrAssociationProperties,
 }
 
