@@ -905,3 +905,62 @@ mod against_simulator {
         sim.shutdown().await;
     }
 }
+
+/// Captured log output, for checking what the client writes.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn traces_name_each_request_but_never_secrets() {
+    let buf = LogBuffer::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let stub = serve(|seen, s, base| {
+        let n = s.entry("n".into()).or_default();
+        *n += 1;
+        if *n == 1 {
+            reply(503, None)
+        } else {
+            extension_world(seen, s, base)
+        }
+    })
+    .await;
+    let c = client(&stub);
+    let vm = ResourceId::parse(VM).unwrap();
+    let mut body = ama();
+    body.properties.protected_settings = Some(json!({"workspaceKey": "TOP-SECRET-KEY"}));
+    let s = c
+        .put_extension(&vm, "AzureMonitorWindowsAgent", &body)
+        .await
+        .unwrap();
+    c.complete(s).await.unwrap();
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("azure_request"), "{text}");
+    assert!(text.contains("attempt=2"), "the retry is traced: {text}");
+    assert!(text.contains("status=201"), "{text}");
+    assert!(text.contains(&format!("{VM}/extensions/AzureMonitorWindowsAgent")));
+    assert!(
+        !text.contains("TOP-SECRET-KEY"),
+        "protectedSettings leaked: {text}"
+    );
+    assert!(
+        !text.contains("api-version"),
+        "paths are logged without their query"
+    );
+}
