@@ -15,5 +15,6 @@ pub mod engine;
 pub mod inventory;
 pub mod local;
 pub mod machine;
+pub mod operator;
 pub mod plan;
 pub mod sim;
