@@ -1,0 +1,686 @@
+//! The controllers. A `MigrationPlan` gets a finalizer, then one engine task (the same engine
+//! as `migrate`, over [`KubeState`]); the reconcile only decides whether that task must start,
+//! restart (new generation, approvals, a person's machine annotations) or stop (pause,
+//! deletion). A `MachineMigration` reconcile turns a person's hold/retry/skip annotations into an
+//! event and a restart of its plan's engine, which applies them as it loads its machines.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ::kube::api::{Api, Patch, PatchParams};
+use ::kube::runtime::controller::{Action, Controller};
+use ::kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use ::kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use ::kube::runtime::reflector::ObjectRef;
+use ::kube::runtime::watcher;
+use ::kube::{Client, Resource, ResourceExt};
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::json;
+
+use crate::api::conditions::{self, reasons, status as cstatus, types as ctypes};
+use crate::api::machine::labels;
+use crate::api::plan::PlanPhase;
+use crate::api::{MachineMigration, MigrationPlan};
+use crate::azure::{ArmClient, ResourceId};
+use crate::engine::{Clock, Engine, EngineOptions, RunEnd};
+
+use super::metrics::{ControllerLabels, ErrorLabels, Metrics};
+use super::state::{KubeState, steering};
+use super::{CONTROLLER_NAME, FIELD_MANAGER, FINALIZER, plan_annotations};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to {action} {namespace}/{name}: {source}")]
+    Kube {
+        action: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: ::kube::Error,
+    },
+    #[error("finalizer of MigrationPlan: {0}")]
+    Finalizer(#[source] Box<::kube::runtime::finalizer::Error<Error>>),
+    #[error("the engine of {namespace}/{name} cannot start: {message}")]
+    Engine {
+        namespace: String,
+        name: String,
+        message: String,
+    },
+    #[error("rollback of {namespace}/{name} failed: {message}")]
+    Rollback {
+        namespace: String,
+        name: String,
+        message: String,
+    },
+}
+
+impl Error {
+    /// The metric label and error-policy key.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Kube { .. } => "kube",
+            Self::Finalizer(_) => "finalizer",
+            Self::Engine { .. } => "engine",
+            Self::Rollback { .. } => "rollback",
+        }
+    }
+}
+
+/// What an engine task was started with; a difference restarts it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RunConfig {
+    generation: Option<i64>,
+    approvals: Vec<String>,
+    /// Bumped by the machine controller when a person changed a machine's annotations.
+    restart_epoch: u64,
+}
+
+struct Runner {
+    config: RunConfig,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+    end: Arc<Mutex<Option<Result<RunEnd, String>>>>,
+    /// Steering annotations of each machine when the engine loaded them.
+    steering: HashMap<String, (bool, Option<String>, bool)>,
+    started: Instant,
+}
+
+/// Everything the reconcilers share.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub arm: ArmClient,
+    pub clock: Arc<dyn Clock>,
+    pub engine_options: EngineOptions,
+    /// Wait before restarting an engine that stalled or failed.
+    pub restart_after: Duration,
+    runners: Mutex<HashMap<(String, String), Runner>>,
+    epochs: Mutex<HashMap<(String, String), u64>>,
+    plan_trigger: tokio::sync::mpsc::UnboundedSender<()>,
+    plan_trigger_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        arm: ArmClient,
+        clock: Arc<dyn Clock>,
+        engine_options: EngineOptions,
+        instance: Option<String>,
+    ) -> Arc<Self> {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: CONTROLLER_NAME.into(),
+                instance,
+            },
+        );
+        metrics.observe_arm_client(arm.clone());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Arc::new(Self {
+            client,
+            recorder,
+            metrics,
+            arm,
+            clock,
+            engine_options,
+            restart_after: Duration::from_secs(60),
+            runners: Mutex::new(HashMap::new()),
+            epochs: Mutex::new(HashMap::new()),
+            plan_trigger: tx,
+            plan_trigger_rx: Mutex::new(Some(rx)),
+        })
+    }
+
+    fn runners(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Runner>> {
+        self.runners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn epoch(&self, key: &(String, String)) -> u64 {
+        *self
+            .epochs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .unwrap_or(&0)
+    }
+
+    /// Stop a plan's engine and wait for it (it finishes its pass and persists every machine).
+    async fn stop_runner(&self, key: &(String, String)) {
+        let runner = self.runners().remove(key);
+        if let Some(r) = runner {
+            r.stop.store(true, Ordering::Relaxed);
+            let _ = r.task.await;
+        }
+    }
+
+    /// Stop every engine (shutdown, lost leadership).
+    pub async fn stop_all(&self) {
+        let keys: Vec<_> = self.runners().keys().cloned().collect();
+        for k in keys {
+            self.stop_runner(&k).await;
+        }
+    }
+
+    async fn publish(&self, plan: &MigrationPlan, type_: EventType, reason: &str, note: String) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        let r = self.recorder.publish(&ev, &plan.object_ref(&())).await;
+        self.metrics.kube_write("events", r.is_ok());
+        if let Err(e) = r {
+            tracing::warn!(error = %e, reason, "cannot publish an event");
+        }
+    }
+}
+
+fn key_of<K: Resource>(obj: &K) -> (String, String) {
+    (
+        obj.meta().namespace.clone().unwrap_or_default(),
+        obj.meta().name.clone().unwrap_or_default(),
+    )
+}
+
+fn approvals(plan: &MigrationPlan) -> Vec<String> {
+    let mut v: Vec<String> = plan
+        .annotations()
+        .get(plan_annotations::APPROVE_WAVE)
+        .map(|s| {
+            s.split(',')
+                .map(|w| w.trim().to_string())
+                .filter(|w| !w.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn paused(plan: &MigrationPlan) -> bool {
+    plan.spec.paused
+        || plan
+            .annotations()
+            .get(plan_annotations::PAUSE)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Server-side apply of the plan's status (never its spec or metadata).
+async fn patch_plan_status(
+    ctx: &Context,
+    plan: &MigrationPlan,
+    change: impl FnOnce(&mut crate::api::MigrationPlanStatus),
+) -> Result<(), Error> {
+    let (ns, name) = key_of(plan);
+    let mut status = plan.status.clone().unwrap_or_default();
+    change(&mut status);
+    status.observed_generation = plan.metadata.generation;
+    if plan.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<MigrationPlan> = Api::namespaced(ctx.client.clone(), &ns);
+    let body = json!({
+        "apiVersion": MigrationPlan::api_version(&()),
+        "kind": MigrationPlan::kind(&()),
+        "status": status,
+    });
+    let r = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await;
+    ctx.metrics.kube_write("migrationplans/status", r.is_ok());
+    r.map(|_| ()).map_err(|source| Error::Kube {
+        action: "patch the status of MigrationPlan",
+        namespace: ns,
+        name,
+        source,
+    })
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// Reconcile one MigrationPlan: finalizer first, then apply or clean up.
+pub async fn reconcile_plan(plan: Arc<MigrationPlan>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let labels = ControllerLabels {
+        controller: "migrationplan".into(),
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let (ns, _) = key_of(plan.as_ref());
+    let api: Api<MigrationPlan> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, plan, |event| async {
+        match event {
+            Finalizer::Apply(p) => apply_plan(p, ctx.clone()).await,
+            Finalizer::Cleanup(p) => cleanup_plan(p, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn apply_plan(plan: Arc<MigrationPlan>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = key_of(plan.as_ref());
+    if paused(&plan) {
+        let was_running = ctx.runners().contains_key(&key);
+        ctx.stop_runner(&key).await;
+        let already = plan.status.as_ref().and_then(|s| s.phase) == Some(PlanPhase::Paused);
+        patch_plan_status(&ctx, &plan, |s| {
+            s.phase = Some(PlanPhase::Paused);
+            conditions::set_condition(
+                &mut s.conditions,
+                ctypes::PROGRESSING,
+                cstatus::FALSE,
+                reasons::PAUSED,
+                "paused by spec.paused or the amamigrator.io/pause annotation; in-flight steps were finished",
+                plan.metadata.generation,
+                now(),
+            );
+        })
+        .await?;
+        if !already || was_running {
+            ctx.publish(
+                &plan,
+                EventType::Normal,
+                reasons::PAUSED,
+                "new work stopped; remove the pause to resume".into(),
+            )
+            .await;
+        }
+        return Ok(Action::await_change());
+    }
+    let config = RunConfig {
+        generation: plan.metadata.generation,
+        approvals: approvals(&plan),
+        restart_epoch: ctx.epoch(&key),
+    };
+    let (running_same, ended) = {
+        let runners = ctx.runners();
+        match runners.get(&key) {
+            Some(r) => (
+                r.config == config,
+                r.end
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+                    .map(|e| (e, r.started.elapsed())),
+            ),
+            None => (false, None),
+        }
+    };
+    if running_same {
+        match ended {
+            None => return Ok(Action::requeue(Duration::from_secs(60))),
+            Some((Ok(RunEnd::Completed), _)) => return Ok(Action::await_change()),
+            Some((Ok(RunEnd::Refused { errors }), _)) => {
+                patch_plan_status(&ctx, &plan, |s| {
+                    s.phase = Some(PlanPhase::Failed);
+                    conditions::set_condition(
+                        &mut s.conditions,
+                        ctypes::READY,
+                        cstatus::FALSE,
+                        reasons::INVALID_SPEC,
+                        errors.join("; "),
+                        plan.metadata.generation,
+                        now(),
+                    );
+                })
+                .await?;
+                return Ok(Action::await_change());
+            }
+            Some((_, age)) if age < ctx.restart_after => {
+                return Ok(Action::requeue(ctx.restart_after - age));
+            }
+            Some(_) => {} // stalled, stopped or failed a while ago: start again
+        }
+    }
+    let resuming = ctx.runners().contains_key(&key);
+    ctx.stop_runner(&key).await;
+    start_runner(&ctx, plan.clone(), config).await?;
+    if !resuming {
+        ctx.publish(
+            &plan,
+            EventType::Normal,
+            "EngineStarted",
+            format!(
+                "migrating generation {}",
+                plan.metadata.generation.unwrap_or_default()
+            ),
+        )
+        .await;
+    }
+    Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+async fn start_runner(
+    ctx: &Arc<Context>,
+    plan: Arc<MigrationPlan>,
+    config: RunConfig,
+) -> Result<(), Error> {
+    let key = key_of(plan.as_ref());
+    let state = KubeState::new(
+        ctx.client.clone(),
+        ctx.recorder.clone(),
+        ctx.metrics.clone(),
+        &plan,
+    )
+    .map_err(|e| Error::Engine {
+        namespace: key.0.clone(),
+        name: key.1.clone(),
+        message: e.to_string(),
+    })?;
+    let mut options = ctx.engine_options.clone();
+    options.approvals.extend(config.approvals.iter().cloned());
+    let engine = Engine::new(ctx.arm.clone(), Arc::new(state), ctx.clock.clone(), options);
+    let stop = engine.stop.clone();
+    let end = Arc::new(Mutex::new(None));
+    let steering_now = machine_steering(ctx, &key).await;
+    let task_end = end.clone();
+    let task_ctx = ctx.clone();
+    let task_plan = plan.clone();
+    let task = tokio::spawn(async move {
+        let result = engine
+            .run((*task_plan).clone())
+            .await
+            .map_err(|e| e.to_string());
+        match &result {
+            Ok(RunEnd::Completed) => {
+                task_ctx
+                    .publish(
+                        &task_plan,
+                        EventType::Normal,
+                        reasons::COMPLETED,
+                        "every machine reached a final state".into(),
+                    )
+                    .await
+            }
+            Ok(RunEnd::Stalled { reason }) => {
+                task_ctx
+                    .publish(&task_plan, EventType::Warning, "Stalled", reason.clone())
+                    .await
+            }
+            Ok(RunEnd::Refused { errors }) => {
+                task_ctx
+                    .publish(
+                        &task_plan,
+                        EventType::Warning,
+                        reasons::INVALID_SPEC,
+                        errors.join("; "),
+                    )
+                    .await
+            }
+            Ok(RunEnd::Stopped) => {}
+            Err(e) => {
+                task_ctx
+                    .publish(&task_plan, EventType::Warning, "EngineFailed", e.clone())
+                    .await
+            }
+        }
+        *task_end.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+        let _ = task_ctx.plan_trigger.send(());
+    });
+    ctx.runners().insert(
+        key,
+        Runner {
+            config,
+            stop,
+            task,
+            end,
+            steering: steering_now,
+            started: Instant::now(),
+        },
+    );
+    Ok(())
+}
+
+async fn machine_steering(
+    ctx: &Context,
+    key: &(String, String),
+) -> HashMap<String, (bool, Option<String>, bool)> {
+    let api: Api<MachineMigration> = Api::namespaced(ctx.client.clone(), &key.0);
+    let lp = ::kube::api::ListParams::default().labels(&format!("{}={}", labels::PLAN, key.1));
+    match api.list(&lp).await {
+        Ok(list) => list
+            .items
+            .iter()
+            .map(|m| (m.name_any(), steering(m)))
+            .collect(),
+        Err(_) => HashMap::new(),
+    }
+}
+
+async fn cleanup_plan(plan: Arc<MigrationPlan>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = key_of(plan.as_ref());
+    ctx.stop_runner(&key).await;
+    let policy = plan
+        .annotations()
+        .get(plan_annotations::DELETION_POLICY)
+        .map(|s| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    if policy == "rollback" {
+        let restored = rollback(&plan, &ctx).await?;
+        ctx.publish(
+            &plan,
+            EventType::Normal,
+            "RolledBack",
+            format!("{restored} workspace legacy setting(s) restored"),
+        )
+        .await;
+    }
+    ctx.publish(&plan, EventType::Normal, "Deleted", "the engine stopped after its pass; every machine is at a recorded step; MachineMigrations go with the plan".into()).await;
+    Ok(Action::await_change())
+}
+
+/// Restore every workspace legacy setting the plan changed (the operator created nothing else
+/// that a rollback may remove without a person: AMA and associations stay, see the README).
+async fn rollback(plan: &MigrationPlan, ctx: &Arc<Context>) -> Result<usize, Error> {
+    let (ns, name) = key_of(plan);
+    let err = |message: String| Error::Rollback {
+        namespace: ns.clone(),
+        name: name.clone(),
+        message,
+    };
+    let state = KubeState::new(
+        ctx.client.clone(),
+        ctx.recorder.clone(),
+        ctx.metrics.clone(),
+        plan,
+    )
+    .map_err(|e| err(e.to_string()))?;
+    let workspace = ResourceId::parse(&plan.spec.workspace).map_err(|e| err(e.to_string()))?;
+    let state = Arc::new(state);
+    let client = ctx.arm.clone();
+    let types: std::collections::BTreeSet<_> = {
+        let s = state.clone();
+        tokio::task::spawn_blocking(move || s.unrestored_legacy())
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .map_err(|e| err(e.to_string()))?
+            .into_iter()
+            .map(|c| c.data_source_type)
+            .collect()
+    };
+    let mut n = 0;
+    for t in types {
+        n += crate::engine::flip::restore(
+            &client,
+            state.as_ref(),
+            &ns,
+            &name,
+            &workspace,
+            t,
+            ctx.clock.now(),
+        )
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    }
+    Ok(n)
+}
+
+pub fn error_policy(_plan: Arc<MigrationPlan>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: "migrationplan".into(),
+            error: error.kind().into(),
+        })
+        .inc();
+    tracing::warn!(error = %error, "MigrationPlan reconcile failed");
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// Reconcile one MachineMigration: a person's hold/retry/skip → an event and a plan restart.
+pub async fn reconcile_machine(
+    machine: Arc<MachineMigration>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    let labels = ControllerLabels {
+        controller: "machinemigration".into(),
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let (ns, name) = key_of(machine.as_ref());
+    let plan_key = (ns.clone(), machine.spec.plan.clone());
+    let now_steering = steering(&machine);
+    let seen = ctx
+        .runners()
+        .get(&plan_key)
+        .map(|r| r.steering.get(&name).cloned());
+    let changed = match &seen {
+        Some(Some(s)) => *s != now_steering,
+        // Not loaded by a running engine: only a person's annotation matters.
+        Some(None) | None => {
+            now_steering != (false, None, false) && !retry_already_observed(&machine)
+        }
+    };
+    if changed {
+        let (hold, retry, skip) = &now_steering;
+        let what = match (hold, skip, retry) {
+            (_, true, _) => "SkipRequested",
+            (true, _, _) => "HoldRequested",
+            (_, _, Some(_)) => "RetryRequested",
+            _ => "SteeringCleared",
+        };
+        let ev = Event {
+            type_: EventType::Normal,
+            reason: what.into(),
+            note: Some(format!(
+                "hold={hold} skip={skip} retry={}; the plan's engine restarts to apply it",
+                retry.as_deref().unwrap_or("-")
+            )),
+            action: what.into(),
+            secondary: None,
+        };
+        let r = ctx.recorder.publish(&ev, &machine.object_ref(&())).await;
+        ctx.metrics.kube_write("events", r.is_ok());
+        if let Some(r) = ctx.runners().get_mut(&plan_key) {
+            r.steering.insert(name.clone(), now_steering.clone());
+        }
+        *ctx.epochs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(plan_key)
+            .or_default() += 1;
+        let _ = ctx.plan_trigger.send(());
+    }
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    Ok(Action::await_change())
+}
+
+fn retry_already_observed(m: &MachineMigration) -> bool {
+    let (hold, retry, skip) = steering(m);
+    !hold
+        && !skip
+        && retry.is_some()
+        && m.annotations().get(super::RETRY_OBSERVED_ANNOTATION) == retry.as_ref()
+}
+
+pub fn machine_error_policy(_m: Arc<MachineMigration>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: "machinemigration".into(),
+            error: error.kind().into(),
+        })
+        .inc();
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// Run both controllers until `shutdown` resolves; every engine is stopped (and has persisted
+/// its machines) before this returns.
+pub async fn run_controllers(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let plans: Api<MigrationPlan> = Api::all(ctx.client.clone());
+    let machines: Api<MachineMigration> = Api::all(ctx.client.clone());
+    let rx = ctx
+        .plan_trigger_rx
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let trigger = match rx {
+        Some(rx) => {
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+                .boxed()
+        }
+        None => futures::stream::pending().boxed(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let plan_controller = Controller::new(plans, watcher::Config::default().any_semantic())
+        .with_config(
+            ::kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)),
+        )
+        .reconcile_all_on(trigger)
+        .graceful_shutdown_on(wait(stop_rx.clone()))
+        .run(reconcile_plan, error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "plan controller");
+            }
+        });
+    let machine_controller = Controller::new(machines, watcher::Config::default().any_semantic())
+        .graceful_shutdown_on(wait(stop_rx))
+        .run(reconcile_machine, machine_error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "machine controller");
+            }
+        });
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    futures::join!(plan_controller, machine_controller);
+    ctx.stop_all().await;
+}
+
+/// The plan an object reference names (for tests and tools).
+pub fn plan_ref(namespace: &str, name: &str) -> ObjectRef<MigrationPlan> {
+    ObjectRef::new(name).within(namespace)
+}

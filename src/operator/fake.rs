@@ -1,0 +1,693 @@
+//! An in-process stand-in for the Kubernetes API server, on a loopback address, for controller
+//! tests and the memory benchmark: list, watch, get, create, patch (apply, merge, strategic as
+//! merge, JSON patch), delete with finalizers and owner-reference garbage collection, generation
+//! on spec changes, and a log of every request so tests can assert what the operator wrote.
+//!
+//! It is not an apiserver: no validation, no admission, server-side apply keeps no field
+//! ownership (one writer owns everything it applies, which is how the operator uses it).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+/// How many watch events are kept for watches that resume from an older resourceVersion.
+const HISTORY: usize = 50_000;
+
+/// One request the fake served.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub content_type: String,
+    pub body: Option<Value>,
+    pub status: u16,
+}
+
+/// `(api prefix + resource)`, namespace, name.
+type Key = (String, String, String);
+
+#[derive(Clone, Debug)]
+struct WatchEvent {
+    rv: u64,
+    collection: String,
+    namespace: String,
+    kind: &'static str,
+    object: Arc<Value>,
+}
+
+#[derive(Default)]
+struct Store {
+    objects: BTreeMap<Key, Value>,
+    rv: u64,
+    history: VecDeque<WatchEvent>,
+    requests: Vec<RecordedRequest>,
+    record_requests: bool,
+}
+
+struct Shared {
+    store: Mutex<Store>,
+    events: broadcast::Sender<WatchEvent>,
+}
+
+/// A running fake API server.
+pub struct FakeApiServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A parsed request path.
+#[derive(Debug)]
+struct Target {
+    /// `/apis/group/version/resource` or `/api/v1/resource` (namespace removed).
+    collection: String,
+    api_version: String,
+    resource: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn parse_path(path: &str) -> Option<Target> {
+    let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (prefix, api_version, rest) = match seg.first()? {
+        &"api" => (
+            format!("/api/{}", seg.get(1)?),
+            seg.get(1)?.to_string(),
+            &seg[2..],
+        ),
+        &"apis" => (
+            format!("/apis/{}/{}", seg.get(1)?, seg.get(2)?),
+            format!("{}/{}", seg.get(1)?, seg.get(2)?),
+            &seg[3..],
+        ),
+        _ => return None,
+    };
+    let (namespace, rest) = if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
+        (Some(rest[1].to_string()), &rest[2..])
+    } else {
+        (None, rest)
+    };
+    let resource = rest.first()?.to_string();
+    Some(Target {
+        collection: format!("{prefix}/{resource}"),
+        api_version,
+        resource,
+        namespace,
+        name: rest.get(1).map(|s| s.to_string()),
+        subresource: rest.get(2).map(|s| s.to_string()),
+    })
+}
+
+fn kind_of(resource: &str) -> &'static str {
+    match resource {
+        "migrationplans" => "MigrationPlan",
+        "machinemigrations" => "MachineMigration",
+        "configmaps" => "ConfigMap",
+        "events" => "Event",
+        "leases" => "Lease",
+        _ => "Object",
+    }
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Equality-only label selectors (`a=b,c=d`), which is what the operator sends.
+fn matches_selector(obj: &Value, selector: Option<&str>) -> bool {
+    let Some(sel) = selector.filter(|s| !s.is_empty()) else {
+        return true;
+    };
+    sel.split(',').all(|term| {
+        let (k, v) = term.split_once('=').unwrap_or((term, ""));
+        let v = v.trim_start_matches('=');
+        obj.pointer("/metadata/labels")
+            .and_then(|l| l.get(k))
+            .and_then(Value::as_str)
+            == Some(v)
+    })
+}
+
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            if let Value::Object(t) = target {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+fn status_error(code: u16, reason: &str, message: String) -> (u16, Value) {
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": message, "reason": reason, "code": code}),
+    )
+}
+
+impl Store {
+    fn bump(&mut self) -> u64 {
+        self.rv += 1;
+        self.rv
+    }
+
+    fn emit(
+        &mut self,
+        tx: &broadcast::Sender<WatchEvent>,
+        key: &Key,
+        kind: &'static str,
+        obj: &Value,
+    ) {
+        let ev = WatchEvent {
+            rv: self.rv,
+            collection: key.0.clone(),
+            namespace: key.1.clone(),
+            kind,
+            object: Arc::new(obj.clone()),
+        };
+        if self.history.len() >= HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(ev.clone());
+        let _ = tx.send(ev);
+    }
+
+    /// Store `obj` (new or changed), stamping resourceVersion and emitting the watch event.
+    fn put(&mut self, tx: &broadcast::Sender<WatchEvent>, key: Key, mut obj: Value, added: bool) {
+        let rv = self.bump();
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let deleting = obj.pointer("/metadata/deletionTimestamp").is_some();
+        let finalizers_empty = obj
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(|f| f.is_empty());
+        if deleting && finalizers_empty {
+            self.objects.remove(&key);
+            self.emit(tx, &key, "DELETED", &obj);
+            self.collect_garbage(tx, &obj);
+            return;
+        }
+        self.emit(tx, &key, if added { "ADDED" } else { "MODIFIED" }, &obj);
+        self.objects.insert(key, obj);
+    }
+
+    /// Delete the dependents of a deleted owner (background cascading deletion).
+    fn collect_garbage(&mut self, tx: &broadcast::Sender<WatchEvent>, owner: &Value) {
+        let Some(uid) = owner.pointer("/metadata/uid").and_then(Value::as_str) else {
+            return;
+        };
+        let dependents: Vec<Key> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o.pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in dependents {
+            if let Some(mut o) = self.objects.get(&k).cloned() {
+                o["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+                self.put(tx, k, o, false);
+            }
+        }
+    }
+
+    fn create(
+        &mut self,
+        tx: &broadcast::Sender<WatchEvent>,
+        t: &Target,
+        ns: &str,
+        mut obj: Value,
+    ) -> (u16, Value) {
+        let Some(name) = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| {
+                obj.pointer("/metadata/generateName")
+                    .and_then(Value::as_str)
+                    .map(|g| format!("{g}{}", self.rv + 1))
+            })
+        else {
+            return status_error(422, "Invalid", "metadata.name is required".into());
+        };
+        let key = (t.collection.clone(), ns.to_string(), name.clone());
+        if self.objects.contains_key(&key) {
+            return status_error(
+                409,
+                "AlreadyExists",
+                format!("{} {name} already exists", t.resource),
+            );
+        }
+        let uid = format!("uid-{}", self.rv + 1);
+        let meta = &mut obj["metadata"];
+        meta["name"] = json!(name);
+        if t.namespace.is_some() {
+            meta["namespace"] = json!(ns);
+        }
+        meta["uid"] = json!(uid);
+        meta["generation"] = json!(1);
+        meta["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+        obj["apiVersion"] = json!(t.api_version);
+        obj["kind"] = json!(kind_of(&t.resource));
+        self.put(tx, key.clone(), obj, true);
+        (201, self.objects.get(&key).cloned().unwrap_or(Value::Null))
+    }
+
+    fn patch(
+        &mut self,
+        tx: &broadcast::Sender<WatchEvent>,
+        t: &Target,
+        key: Key,
+        content_type: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let status_only = t.subresource.as_deref() == Some("status");
+        let Some(existing) = self.objects.get(&key).cloned() else {
+            if content_type.starts_with("application/apply-patch") && !status_only {
+                return self.create(tx, t, &key.1, body);
+            }
+            return status_error(
+                404,
+                "NotFound",
+                format!("{} \"{}\" not found", t.resource, key.2),
+            );
+        };
+        let mut updated = existing.clone();
+        if content_type.starts_with("application/json-patch") {
+            let patch: json_patch::Patch = match serde_json::from_value(body) {
+                Ok(p) => p,
+                Err(e) => return status_error(400, "BadRequest", format!("bad JSON patch: {e}")),
+            };
+            if let Err(e) = json_patch::patch(&mut updated, &patch) {
+                return status_error(422, "Invalid", format!("JSON patch failed: {e}"));
+            }
+        } else if status_only {
+            if let Some(s) = body.get("status") {
+                if content_type.starts_with("application/apply-patch") {
+                    updated["status"] = s.clone();
+                } else {
+                    merge_patch(&mut updated["status"], s);
+                }
+            }
+        } else if content_type.starts_with("application/apply-patch") {
+            // One manager owns what it applies: spec is replaced, metadata maps merged.
+            if let Some(spec) = body.get("spec") {
+                updated["spec"] = spec.clone();
+            }
+            if let Some(data) = body.get("data") {
+                updated["data"] = data.clone();
+            }
+            if let Some(m) = body.get("metadata") {
+                for field in ["labels", "annotations"] {
+                    if let Some(v) = m.get(field) {
+                        merge_patch(&mut updated["metadata"][field], v);
+                    }
+                }
+                if let Some(v) = m.get("ownerReferences") {
+                    updated["metadata"]["ownerReferences"] = v.clone();
+                }
+            }
+            for (k, v) in body.as_object().into_iter().flatten() {
+                if !["spec", "data", "metadata", "status", "apiVersion", "kind"]
+                    .contains(&k.as_str())
+                {
+                    updated[k] = v.clone();
+                }
+            }
+        } else {
+            let mut b = body;
+            if let Some(o) = b.as_object_mut() {
+                o.remove("status");
+            }
+            merge_patch(&mut updated, &b);
+        }
+        if !status_only && existing.get("spec") != updated.get("spec") {
+            let g = existing
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            updated["metadata"]["generation"] = json!(g + 1);
+        }
+        if status_only {
+            // The status subresource changes nothing but status.
+            let s = updated.get("status").cloned();
+            updated = existing.clone();
+            if let Some(s) = s {
+                updated["status"] = s;
+            }
+        }
+        if updated == existing {
+            return (200, existing);
+        }
+        self.put(tx, key.clone(), updated.clone(), false);
+        let current = self.objects.get(&key).cloned().unwrap_or(updated);
+        (200, current)
+    }
+
+    fn delete(&mut self, tx: &broadcast::Sender<WatchEvent>, t: &Target, key: Key) -> (u16, Value) {
+        let Some(mut obj) = self.objects.get(&key).cloned() else {
+            return status_error(
+                404,
+                "NotFound",
+                format!("{} \"{}\" not found", t.resource, key.2),
+            );
+        };
+        if obj.pointer("/metadata/deletionTimestamp").is_none() {
+            obj["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            self.put(tx, key, obj.clone(), false);
+        }
+        (200, obj)
+    }
+}
+
+impl FakeApiServer {
+    /// Start on `127.0.0.1` (a free port).
+    pub async fn start() -> std::io::Result<Self> {
+        let (events, _) = broadcast::channel(65_536);
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store {
+                record_requests: true,
+                ..Store::default()
+            }),
+            events,
+        });
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, shared, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kube client for this server, with `default_namespace` as its default.
+    pub fn client(&self, default_namespace: &str) -> Result<kube::Client, kube::Error> {
+        let url = self
+            .url()
+            .parse()
+            .map_err(|e: axum::http::uri::InvalidUri| kube::Error::Service(Box::new(e)))?;
+        let mut config = kube::Config::new(url);
+        config.default_namespace = default_namespace.to_string();
+        kube::Client::try_from(config)
+    }
+
+    /// A kubeconfig file's text pointing at this server (for a child process).
+    pub fn kubeconfig(&self, namespace: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: {namespace}\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
+            self.url()
+        )
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.shared.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stop keeping the request log (the benchmark would otherwise grow it without bound).
+    pub fn set_record_requests(&self, on: bool) {
+        self.store().record_requests = on;
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.store().requests.clone()
+    }
+
+    /// Every stored object of a collection path such as `/apis/amamigrator.io/v1alpha1/machinemigrations`.
+    pub fn objects(&self, collection: &str) -> Vec<Value> {
+        self.store()
+            .objects
+            .iter()
+            .filter(|(k, _)| k.0 == collection)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    pub fn object(&self, collection: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.store()
+            .objects
+            .get(&(
+                collection.to_string(),
+                namespace.to_string(),
+                name.to_string(),
+            ))
+            .cloned()
+    }
+
+    /// Create an object as a user would (`kubectl create`), without recording a request.
+    pub fn create(
+        &self,
+        collection_path: &str,
+        namespace: &str,
+        obj: Value,
+    ) -> Result<Value, String> {
+        let t = parse_path(collection_path)
+            .ok_or_else(|| format!("not an API path: {collection_path}"))?;
+        let (code, v) = self.store().create(&self.shared.events, &t, namespace, obj);
+        if code < 300 {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let query = uri.query().unwrap_or("").to_string();
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body_json: Option<Value> = if body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice(&body).ok()
+    };
+    let Some(t) = parse_path(&path) else {
+        return json_response(
+            404,
+            json!({"kind": "Status", "code": 404, "message": "unknown path"}),
+        );
+    };
+    let watch = matches!(query_param(&query, "watch").as_deref(), Some("true" | "1"));
+    if method == Method::GET && watch {
+        return watch_response(&shared, &t, &query);
+    }
+    let ns = t.namespace.clone().unwrap_or_default();
+    let (code, out) = {
+        let mut store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = &shared.events;
+        let result = match (&method, &t.name) {
+            (&Method::GET, None) => {
+                let selector = query_param(&query, "labelSelector");
+                let items: Vec<Value> = store
+                    .objects
+                    .iter()
+                    .filter(|(k, _)| k.0 == t.collection && (t.namespace.is_none() || k.1 == ns))
+                    .filter(|(_, o)| matches_selector(o, selector.as_deref()))
+                    .map(|(_, o)| o.clone())
+                    .collect();
+                (
+                    200,
+                    json!({"apiVersion": t.api_version, "kind": format!("{}List", kind_of(&t.resource)),
+                           "metadata": {"resourceVersion": store.rv.to_string()}, "items": items}),
+                )
+            }
+            (&Method::GET, Some(name)) => {
+                match store
+                    .objects
+                    .get(&(t.collection.clone(), ns.clone(), name.clone()))
+                {
+                    Some(o) => (200, o.clone()),
+                    None => status_error(
+                        404,
+                        "NotFound",
+                        format!("{} \"{name}\" not found", t.resource),
+                    ),
+                }
+            }
+            (&Method::POST, None) => match body_json.clone() {
+                Some(b) => store.create(tx, &t, &ns, b),
+                None => status_error(400, "BadRequest", "a body is required".into()),
+            },
+            (&Method::PATCH, Some(name)) => match body_json.clone() {
+                Some(b) => store.patch(
+                    tx,
+                    &t,
+                    (t.collection.clone(), ns.clone(), name.clone()),
+                    &content_type,
+                    b,
+                ),
+                None => status_error(400, "BadRequest", "a body is required".into()),
+            },
+            (&Method::PUT, Some(name)) => match body_json.clone() {
+                Some(b) => {
+                    let key = (t.collection.clone(), ns.clone(), name.clone());
+                    if store.objects.contains_key(&key) {
+                        store.put(tx, key.clone(), b, false);
+                        (200, store.objects.get(&key).cloned().unwrap_or(Value::Null))
+                    } else {
+                        store.create(tx, &t, &ns, b)
+                    }
+                }
+                None => status_error(400, "BadRequest", "a body is required".into()),
+            },
+            (&Method::DELETE, Some(name)) => {
+                store.delete(tx, &t, (t.collection.clone(), ns.clone(), name.clone()))
+            }
+            _ => status_error(405, "MethodNotAllowed", format!("{method} {path}")),
+        };
+        if store.record_requests {
+            store.requests.push(RecordedRequest {
+                method: method.to_string(),
+                path: path.clone(),
+                query: query.clone(),
+                content_type,
+                body: body_json,
+                status: result.0,
+            });
+        }
+        result
+    };
+    json_response(code, out)
+}
+
+fn json_response(code: u16, body: Value) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// A watch: replay history after the requested resourceVersion, then follow live events; a
+/// lagging watcher's stream ends and the client resumes from its last resourceVersion.
+fn watch_response(shared: &Arc<Shared>, t: &Target, query: &str) -> Response {
+    let since: u64 = query_param(query, "resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let selector = query_param(query, "labelSelector");
+    let collection = t.collection.clone();
+    let namespace = t.namespace.clone();
+    let rx = shared.events.subscribe();
+    let backlog: Vec<WatchEvent> = {
+        let store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
+        store
+            .history
+            .iter()
+            .filter(|e| e.rv > since)
+            .cloned()
+            .collect()
+    };
+    let last = backlog.last().map(|e| e.rv).unwrap_or(since);
+    let wanted = move |e: &WatchEvent| {
+        e.collection == collection
+            && namespace.as_ref().is_none_or(|n| *n == e.namespace)
+            && matches_selector(&e.object, selector.as_deref())
+    };
+    let wanted2 = wanted.clone();
+    let line = |e: &WatchEvent| {
+        Ok::<_, std::convert::Infallible>(Bytes::from(format!(
+            "{}\n",
+            json!({"type": e.kind, "object": *e.object})
+        )))
+    };
+    let replay = futures::stream::iter(
+        backlog
+            .into_iter()
+            .filter(move |e| wanted(e))
+            .map(move |e| line(&e)),
+    );
+    let live = futures::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Ok(e) => Some((Some(e), rx)),
+            Err(broadcast::error::RecvError::Lagged(_))
+            | Err(broadcast::error::RecvError::Closed) => None,
+        }
+    })
+    .filter_map(move |e| {
+        let keep = e.filter(|e| e.rv > last && wanted2(e));
+        async move { keep.map(|e| line(&e)) }
+    });
+    Response::builder()
+        .status(200)
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(replay.chain(live)))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse() {
+        let t = parse_path("/apis/amamigrator.io/v1alpha1/namespaces/ns1/migrationplans/p/status")
+            .unwrap();
+        assert_eq!(t.collection, "/apis/amamigrator.io/v1alpha1/migrationplans");
+        assert_eq!(t.namespace.as_deref(), Some("ns1"));
+        assert_eq!(t.name.as_deref(), Some("p"));
+        assert_eq!(t.subresource.as_deref(), Some("status"));
+        let t = parse_path("/api/v1/namespaces/x/configmaps").unwrap();
+        assert_eq!(t.collection, "/api/v1/configmaps");
+        assert!(t.name.is_none());
+        let t = parse_path("/apis/amamigrator.io/v1alpha1/machinemigrations").unwrap();
+        assert!(t.namespace.is_none());
+        assert!(parse_path("/healthz").is_none());
+    }
+
+    #[test]
+    fn selectors_match_equality_terms() {
+        let o = json!({"metadata": {"labels": {"a": "1", "b": "2"}}});
+        assert!(matches_selector(&o, Some("a=1,b=2")));
+        assert!(matches_selector(&o, Some("a==1")));
+        assert!(!matches_selector(&o, Some("a=2")));
+        assert!(matches_selector(&o, None));
+    }
+}

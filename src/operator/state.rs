@@ -1,0 +1,804 @@
+//! The engine's state over the Kubernetes API, for one plan: MachineMigrations are server-side
+//! applied (one field manager, a controller owner reference to the plan), statuses go through
+//! the status subresource with `observedGeneration`, the plan's spec and metadata are never
+//! written, and the engine's own bookkeeping (its plan progress, the ARM operation journal and
+//! the recorded legacy settings) lives in one ConfigMap per plan, owned by the plan.
+//!
+//! The engine's state trait is synchronous; each call here runs its API requests to completion
+//! (`block_in_place`), so a write is durable when the call returns, as with the SQLite store.
+//! It therefore needs a multi-threaded Tokio runtime.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ::kube::api::{Api, Patch, PatchParams};
+use ::kube::runtime::events::{Event, EventType, Recorder};
+use ::kube::{Client, Resource, ResourceExt};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::api::machine::{MachineStep, annotations as machine_annotations};
+use crate::api::plan::ChangedLegacySetting;
+use crate::api::{MachineMigration, MigrationPlan, MigrationPlanStatus};
+use crate::azure::lro::OperationHandle;
+use crate::engine::EngineState;
+use crate::engine::record::PROGRESS_ANNOTATION;
+use crate::engine::run::PLAN_PROGRESS_ANNOTATION;
+use crate::local::{JournalEntry, LegacyChange, OperationOutcome, StoreError, StoredEvent};
+
+use super::metrics::{MachineLabels, Metrics, OperationLabels};
+use super::{FIELD_MANAGER, RETRY_OBSERVED_ANNOTATION};
+
+/// The key of the engine data in the plan's ConfigMap.
+const ENGINE_DATA_KEY: &str = "engine.json";
+/// Kubernetes caps event notes at 1 KiB.
+const MAX_NOTE: usize = 1024;
+/// Where errors say the state lives.
+const WHERE: &str = "the Kubernetes API";
+
+/// The name of a plan's engine ConfigMap.
+pub fn engine_configmap_name(plan: &str) -> String {
+    format!("{plan}-ama-migrator-engine")
+}
+
+/// The annotations of a MachineMigration this operator owns (everything else belongs to people).
+const OWNED_MACHINE_ANNOTATIONS: &[&str] = &[PROGRESS_ANNOTATION, RETRY_OBSERVED_ANNOTATION];
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EngineData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    progress: Option<String>,
+    #[serde(default)]
+    next_id: i64,
+    /// In-flight operations only (finished ones are dropped).
+    #[serde(default)]
+    journal: Vec<JournalRecord>,
+    #[serde(default)]
+    legacy: Vec<LegacyRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JournalRecord {
+    id: i64,
+    resource_id: String,
+    action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    handle: Option<OperationHandle>,
+    started_at: Time,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LegacyRecord {
+    setting: ChangedLegacySetting,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    restored_at: Option<Time>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct MachineCache {
+    uid: Option<String>,
+    step: Option<MachineStep>,
+    /// Hash of the last applied main object (metadata we own + spec).
+    main_hash: u64,
+    generation: Option<i64>,
+}
+
+#[derive(Default)]
+struct Inner {
+    data: Option<EngineData>,
+    last_status: Option<MigrationPlanStatus>,
+    machines: HashMap<String, MachineCache>,
+    step_counts: HashMap<MachineStep, i64>,
+    started: HashMap<i64, Instant>,
+}
+
+/// [`EngineState`] for one `MigrationPlan` over the Kubernetes API.
+pub struct KubeState {
+    client: Client,
+    runtime: tokio::runtime::Handle,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    namespace: String,
+    plan: String,
+    owner: OwnerReference,
+    plan_ref: ObjectReference,
+    inner: Mutex<Inner>,
+}
+
+fn hash_json(v: &serde_json::Value) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.to_string().hash(&mut h);
+    h.finish()
+}
+
+fn kube_error(kind: &str, namespace: &str, name: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Invalid {
+        path: PathBuf::from(WHERE),
+        kind: kind.to_string(),
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+impl KubeState {
+    /// The state of `plan` (which must carry its uid: it owns everything written here).
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        plan: &MigrationPlan,
+    ) -> Result<Self, StoreError> {
+        let namespace = plan.namespace().unwrap_or_default();
+        let name = plan.name_any();
+        let owner = plan
+            .controller_owner_ref(&())
+            .ok_or_else(|| kube_error("MigrationPlan", &namespace, &name, "has no uid"))?;
+        Ok(Self {
+            client,
+            runtime: tokio::runtime::Handle::current(),
+            recorder,
+            metrics,
+            plan_ref: plan.object_ref(&()),
+            namespace,
+            plan: name,
+            owner,
+            inner: Mutex::new(Inner::default()),
+        })
+    }
+
+    fn block<F: std::future::Future>(&self, f: F) -> F::Output {
+        tokio::task::block_in_place(|| self.runtime.block_on(f))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn plans(&self) -> Api<MigrationPlan> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn machines(&self) -> Api<MachineMigration> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn configmaps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// The engine data, read from the ConfigMap on first use.
+    fn with_data<R>(&self, f: impl FnOnce(&mut EngineData) -> R) -> Result<R, StoreError> {
+        let loaded = self.lock().data.is_some();
+        if !loaded {
+            let name = engine_configmap_name(&self.plan);
+            let cm = self
+                .block(self.configmaps().get_opt(&name))
+                .map_err(|e| kube_error("ConfigMap", &self.namespace, &name, e))?;
+            let data = match cm
+                .and_then(|c| c.data)
+                .and_then(|d| d.get(ENGINE_DATA_KEY).cloned())
+            {
+                Some(text) => serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    path: PathBuf::from(WHERE),
+                    what: format!("engine data in ConfigMap {}/{name}", self.namespace),
+                    source: Box::new(e),
+                })?,
+                None => EngineData::default(),
+            };
+            let mut inner = self.lock();
+            if inner.data.is_none() {
+                inner.data = Some(data);
+            }
+        }
+        let mut inner = self.lock();
+        let data = inner.data.get_or_insert_with(EngineData::default);
+        Ok(f(data))
+    }
+
+    /// Change the engine data and apply the ConfigMap before returning.
+    fn modify_data<R>(&self, f: impl FnOnce(&mut EngineData) -> R) -> Result<R, StoreError> {
+        let (r, text) = self.with_data(|d| {
+            let r = f(d);
+            (r, serde_json::to_string(d))
+        })?;
+        let text = text.map_err(|e| kube_error("ConfigMap", &self.namespace, &self.plan, e))?;
+        let name = engine_configmap_name(&self.plan);
+        let body = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": {crate::api::machine::labels::PLAN: self.plan},
+                "ownerReferences": [self.owner],
+            },
+            "data": {ENGINE_DATA_KEY: text},
+        });
+        let result = self.block(self.configmaps().patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        ));
+        self.metrics.kube_write("configmaps", result.is_ok());
+        result.map_err(|e| kube_error("ConfigMap", &self.namespace, &name, e))?;
+        Ok(r)
+    }
+
+    fn publish(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        let ev = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(truncate(note, MAX_NOTE)),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        let result = self.block(self.recorder.publish(&ev, reference));
+        self.metrics.kube_write("events", result.is_ok());
+        if let Err(e) = result {
+            tracing::warn!(error = %e, reason, object = ?reference.name, "cannot publish an event");
+        }
+    }
+
+    fn machine_ref(&self, name: &str, uid: Option<String>) -> ObjectReference {
+        ObjectReference {
+            api_version: Some(MachineMigration::api_version(&()).into_owned()),
+            kind: Some(MachineMigration::kind(&()).into_owned()),
+            name: Some(name.to_string()),
+            namespace: Some(self.namespace.clone()),
+            uid,
+            ..ObjectReference::default()
+        }
+    }
+
+    fn count_step(&self, inner: &mut Inner, from: Option<MachineStep>, to: Option<MachineStep>) {
+        for (step, delta) in [(from, -1), (to, 1)] {
+            let Some(step) = step else { continue };
+            let n = inner.step_counts.entry(step).or_default();
+            *n += delta;
+            self.metrics
+                .machines
+                .get_or_create(&MachineLabels {
+                    namespace: self.namespace.clone(),
+                    plan: self.plan.clone(),
+                    step: format!("{step:?}"),
+                })
+                .set(*n);
+        }
+    }
+
+    /// Publish the event of a machine's step change.
+    fn step_event(
+        &self,
+        machine: &MachineMigration,
+        uid: Option<String>,
+        from: Option<MachineStep>,
+    ) {
+        let status = machine.status.as_ref();
+        let Some(to) = status.and_then(|s| s.step) else {
+            return;
+        };
+        let name = machine.name_any();
+        let from_text = from
+            .map(|s| format!("{s:?}"))
+            .unwrap_or_else(|| "new".into());
+        let detail = status
+            .and_then(|s| s.last_error.as_ref())
+            .map(|e| format!(": {}: {}", e.code, e.message))
+            .unwrap_or_default();
+        let (type_, reason) = match to {
+            MachineStep::Failed => (EventType::Warning, "MachineFailed"),
+            MachineStep::Blocked => (EventType::Warning, "MachineBlocked"),
+            MachineStep::Done => (EventType::Normal, "MachineDone"),
+            _ => (EventType::Normal, "StepChanged"),
+        };
+        self.publish(
+            &self.machine_ref(&name, uid),
+            type_,
+            reason,
+            format!("{from_text} -> {to:?}{detail}"),
+        );
+    }
+}
+
+impl EngineState for KubeState {
+    fn load_plan(&self, namespace: &str, name: &str) -> Result<Option<MigrationPlan>, StoreError> {
+        let api: Api<MigrationPlan> = Api::namespaced(self.client.clone(), namespace);
+        let Some(mut plan) = self
+            .block(api.get_opt(name))
+            .map_err(|e| kube_error("MigrationPlan", namespace, name, e))?
+        else {
+            return Ok(None);
+        };
+        if namespace == self.namespace && name == self.plan {
+            if let Some(progress) = self.with_data(|d| d.progress.clone())? {
+                plan.annotations_mut()
+                    .insert(PLAN_PROGRESS_ANNOTATION.to_string(), progress);
+            }
+            let mut inner = self.lock();
+            if inner.last_status.is_none() {
+                inner.last_status = plan.status.clone();
+            }
+        }
+        Ok(Some(plan))
+    }
+
+    fn save_plan(&self, plan: &MigrationPlan) -> Result<MigrationPlan, StoreError> {
+        let name = plan.name_any();
+        if name != self.plan || plan.namespace().as_deref() != Some(self.namespace.as_str()) {
+            return Err(kube_error(
+                "MigrationPlan",
+                &plan.namespace().unwrap_or_default(),
+                &name,
+                format!(
+                    "this state serves plan {}/{} only",
+                    self.namespace, self.plan
+                ),
+            ));
+        }
+        let progress = plan.annotations().get(PLAN_PROGRESS_ANNOTATION).cloned();
+        if progress.is_some() && self.with_data(|d| d.progress.clone())? != progress {
+            self.modify_data(|d| d.progress = progress)?;
+        }
+        let mut status = plan.status.clone().unwrap_or_default();
+        status.observed_generation = plan.metadata.generation;
+        let unchanged = self.lock().last_status.as_ref() == Some(&status);
+        if !unchanged {
+            let body = json!({
+                "apiVersion": MigrationPlan::api_version(&()),
+                "kind": MigrationPlan::kind(&()),
+                "status": status,
+            });
+            let result = self.block(self.plans().patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            ));
+            self.metrics
+                .kube_write("migrationplans/status", result.is_ok());
+            result.map_err(|e| kube_error("MigrationPlan", &self.namespace, &name, e))?;
+            self.lock().last_status = Some(status.clone());
+        }
+        let mut saved = plan.clone();
+        saved.status = Some(status);
+        Ok(saved)
+    }
+
+    fn load_machines(
+        &self,
+        namespace: &str,
+        plan: &str,
+    ) -> Result<Vec<MachineMigration>, StoreError> {
+        let api: Api<MachineMigration> = Api::namespaced(self.client.clone(), namespace);
+        let lp = ::kube::api::ListParams::default()
+            .labels(&format!("{}={plan}", crate::api::machine::labels::PLAN));
+        let list = self
+            .block(api.list(&lp))
+            .map_err(|e| kube_error("MachineMigration", namespace, plan, e))?;
+        // Only the machines this plan controls (a label alone can be set by anyone).
+        let items: Vec<MachineMigration> = list
+            .items
+            .into_iter()
+            .filter(|m| {
+                m.owner_references()
+                    .iter()
+                    .any(|o| o.controller == Some(true) && o.uid == self.owner.uid)
+            })
+            .collect();
+        let mut inner = self.lock();
+        inner.step_counts.clear();
+        let mut counts: HashMap<String, i64> = HashMap::new();
+        for m in &items {
+            let step = m.status.as_ref().and_then(|s| s.step);
+            if let Some(s) = step {
+                *inner.step_counts.entry(s).or_default() += 1;
+                *counts.entry(format!("{s:?}")).or_default() += 1;
+            }
+            inner.machines.insert(
+                m.name_any(),
+                MachineCache {
+                    uid: m.uid(),
+                    step,
+                    main_hash: 0,
+                    generation: m.metadata.generation,
+                },
+            );
+        }
+        drop(inner);
+        self.metrics.set_plan_steps(namespace, plan, counts);
+        let mut out = Vec::with_capacity(items.len());
+        for m in items {
+            out.push(self.apply_steering(m)?);
+        }
+        Ok(out)
+    }
+
+    fn save_machine(&self, machine: &MachineMigration) -> Result<MachineMigration, StoreError> {
+        let name = machine.name_any();
+        let ns = machine
+            .namespace()
+            .unwrap_or_else(|| self.namespace.clone());
+        if ns != self.namespace {
+            return Err(kube_error(
+                "MachineMigration",
+                &ns,
+                &name,
+                format!(
+                    "a machine of plan {} must live in namespace {}",
+                    self.plan, self.namespace
+                ),
+            ));
+        }
+        let owned: BTreeMap<&str, &String> = machine
+            .annotations()
+            .iter()
+            .filter(|(k, _)| OWNED_MACHINE_ANNOTATIONS.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        let main = json!({
+            "apiVersion": MachineMigration::api_version(&()),
+            "kind": MachineMigration::kind(&()),
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": machine.labels(),
+                "annotations": owned,
+                "ownerReferences": [self.owner],
+            },
+            "spec": machine.spec,
+        });
+        let main_hash = hash_json(&main);
+        let cached = self.lock().machines.get(&name).cloned().unwrap_or_default();
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut cache = cached.clone();
+        let mut saved = machine.clone();
+        if cached.main_hash != main_hash || cached.uid.is_none() {
+            let result = self.block(self.machines().patch(&name, &params, &Patch::Apply(&main)));
+            self.metrics.kube_write("machinemigrations", result.is_ok());
+            let applied = result.map_err(|e| kube_error("MachineMigration", &ns, &name, e))?;
+            cache.uid = applied.uid();
+            cache.generation = applied.metadata.generation;
+            cache.main_hash = main_hash;
+            saved.metadata = applied.metadata;
+        }
+        let mut status = machine.status.clone().unwrap_or_default();
+        status.observed_generation = cache.generation;
+        let body = json!({
+            "apiVersion": MachineMigration::api_version(&()),
+            "kind": MachineMigration::kind(&()),
+            "status": status,
+        });
+        let result = self.block(
+            self.machines()
+                .patch_status(&name, &params, &Patch::Apply(&body)),
+        );
+        self.metrics
+            .kube_write("machinemigrations/status", result.is_ok());
+        let applied = result.map_err(|e| kube_error("MachineMigration", &ns, &name, e))?;
+        saved.metadata.resource_version = applied.metadata.resource_version;
+        saved.status = Some(status);
+        let step = saved.status.as_ref().and_then(|s| s.step);
+        let from = cached.step;
+        cache.step = step;
+        {
+            let mut inner = self.lock();
+            if from != step {
+                self.count_step(&mut inner, from, step);
+            }
+            inner.machines.insert(name, cache.clone());
+        }
+        if from != step {
+            self.step_event(&saved, cache.uid, from);
+        }
+        Ok(saved)
+    }
+
+    fn begin_operation(
+        &self,
+        resource_id: &str,
+        action: &str,
+        at: Timestamp,
+    ) -> Result<i64, StoreError> {
+        let clash = self.with_data(|d| {
+            d.journal
+                .iter()
+                .find(|j| j.resource_id.eq_ignore_ascii_case(resource_id) && j.action == action)
+                .map(|j| j.id)
+        })?;
+        if let Some(id) = clash {
+            return Err(StoreError::OperationInFlight {
+                path: PathBuf::from(WHERE),
+                resource_id: resource_id.to_string(),
+                action: action.to_string(),
+                id,
+            });
+        }
+        let id = self.modify_data(|d| {
+            d.next_id += 1;
+            d.journal.push(JournalRecord {
+                id: d.next_id,
+                resource_id: resource_id.to_string(),
+                action: action.to_string(),
+                handle: None,
+                started_at: Time(at),
+            });
+            d.next_id
+        })?;
+        self.lock().started.insert(id, Instant::now());
+        Ok(id)
+    }
+
+    fn set_operation_handle(&self, id: i64, handle: &OperationHandle) -> Result<(), StoreError> {
+        let found = self.modify_data(|d| match d.journal.iter_mut().find(|j| j.id == id) {
+            Some(j) => {
+                j.handle = Some(handle.clone());
+                true
+            }
+            None => false,
+        })?;
+        if found {
+            Ok(())
+        } else {
+            Err(StoreError::OperationNotFound {
+                path: PathBuf::from(WHERE),
+                id,
+            })
+        }
+    }
+
+    fn finish_operation(
+        &self,
+        id: i64,
+        outcome: &OperationOutcome,
+        _at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let action = self.modify_data(|d| {
+            let action = d
+                .journal
+                .iter()
+                .find(|j| j.id == id)
+                .map(|j| j.action.clone());
+            d.journal.retain(|j| j.id != id);
+            action
+        })?;
+        let Some(action) = action else {
+            return Err(StoreError::OperationNotFound {
+                path: PathBuf::from(WHERE),
+                id,
+            });
+        };
+        if let Some(started) = self.lock().started.remove(&id) {
+            let outcome = match outcome {
+                OperationOutcome::Succeeded => "succeeded",
+                OperationOutcome::Failed { .. } => "failed",
+                OperationOutcome::Abandoned { .. } => "abandoned",
+            };
+            self.metrics
+                .operation_duration
+                .get_or_create(&OperationLabels {
+                    action,
+                    outcome: outcome.into(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    fn in_flight_operations(&self) -> Result<Vec<JournalEntry>, StoreError> {
+        self.with_data(|d| {
+            d.journal
+                .iter()
+                .map(|j| JournalEntry {
+                    id: j.id,
+                    resource_id: j.resource_id.clone(),
+                    action: j.action.clone(),
+                    handle: j.handle.clone(),
+                    started_at: j.started_at.0,
+                    finished_at: None,
+                    outcome: None,
+                })
+                .collect()
+        })
+    }
+
+    fn record_legacy_change(
+        &self,
+        namespace: &str,
+        plan: &str,
+        setting: &ChangedLegacySetting,
+    ) -> Result<bool, StoreError> {
+        self.check_plan(namespace, plan)?;
+        let known = self.with_data(|d| {
+            d.legacy.iter().any(|l| {
+                l.restored_at.is_none()
+                    && l.setting
+                        .resource_id
+                        .eq_ignore_ascii_case(&setting.resource_id)
+            })
+        })?;
+        if known {
+            return Ok(false);
+        }
+        self.modify_data(|d| {
+            d.legacy.retain(|l| {
+                !l.setting
+                    .resource_id
+                    .eq_ignore_ascii_case(&setting.resource_id)
+            });
+            d.legacy.push(LegacyRecord {
+                setting: setting.clone(),
+                restored_at: None,
+            });
+        })?;
+        Ok(true)
+    }
+
+    fn legacy_changes(&self, namespace: &str, plan: &str) -> Result<Vec<LegacyChange>, StoreError> {
+        self.check_plan(namespace, plan)?;
+        self.with_data(|d| {
+            d.legacy
+                .iter()
+                .filter(|l| l.restored_at.is_none())
+                .map(|l| LegacyChange {
+                    plan_namespace: namespace.to_string(),
+                    plan_name: plan.to_string(),
+                    setting: l.setting.clone(),
+                    restored_at: None,
+                })
+                .collect()
+        })
+    }
+
+    fn mark_legacy_restored(
+        &self,
+        namespace: &str,
+        plan: &str,
+        resource_id: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.check_plan(namespace, plan)?;
+        self.modify_data(|d| {
+            let mut changed = false;
+            for l in d.legacy.iter_mut().filter(|l| {
+                l.restored_at.is_none() && l.setting.resource_id.eq_ignore_ascii_case(resource_id)
+            }) {
+                l.restored_at = Some(Time(at));
+                changed = true;
+            }
+            changed
+        })
+    }
+
+    fn record_event(&self, event: &StoredEvent) -> Result<(), StoreError> {
+        let reference = if event.object.kind == MigrationPlan::kind(&()) {
+            self.plan_ref.clone()
+        } else {
+            let uid = self
+                .lock()
+                .machines
+                .get(&event.object.name)
+                .and_then(|m| m.uid.clone());
+            self.machine_ref(&event.object.name, uid)
+        };
+        let type_ = match event.event_type {
+            crate::local::EventType::Normal => EventType::Normal,
+            crate::local::EventType::Warning => EventType::Warning,
+        };
+        self.publish(&reference, type_, &event.reason, event.message.clone());
+        Ok(())
+    }
+}
+
+impl KubeState {
+    /// Honour a person's annotations as the engine loads a machine: `skip` reads as `hold` to the
+    /// engine (never written back), and a new `retry` value clears the failure and backoff.
+    fn apply_steering(&self, mut m: MachineMigration) -> Result<MachineMigration, StoreError> {
+        let (_, retry, skip) = steering(&m);
+        if let Some(value) = retry {
+            let observed = m.annotations().get(RETRY_OBSERVED_ANNOTATION).cloned();
+            if observed.as_ref() != Some(&value) {
+                let mut progress: crate::engine::record::Progress = m
+                    .annotations()
+                    .get(PROGRESS_ANNOTATION)
+                    .and_then(|s| serde_json::from_str(s).ok())
+                    .unwrap_or_default();
+                let was_failed = progress.failed;
+                progress.failed = false;
+                progress.attempts = 0;
+                progress.not_before = None;
+                let text = serde_json::to_string(&progress).map_err(|e| {
+                    kube_error("MachineMigration", &self.namespace, &m.name_any(), e)
+                })?;
+                m.annotations_mut()
+                    .insert(PROGRESS_ANNOTATION.to_string(), text);
+                m.annotations_mut()
+                    .insert(RETRY_OBSERVED_ANNOTATION.to_string(), value.clone());
+                if let Some(st) = m.status.as_mut() {
+                    st.attempts = 0;
+                    if st.step == Some(MachineStep::Failed) {
+                        st.step = Some(MachineStep::Pending);
+                    }
+                }
+                let uid = m.uid();
+                self.publish(
+                    &self.machine_ref(&m.name_any(), uid),
+                    EventType::Normal,
+                    "RetryRequested",
+                    format!(
+                        "retry {value} requested{}",
+                        if was_failed {
+                            ": the failure is cleared"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+                m = self.save_machine(&m)?;
+            }
+        }
+        if skip {
+            m.annotations_mut()
+                .insert(machine_annotations::HOLD.to_string(), "true".to_string());
+        }
+        Ok(m)
+    }
+
+    fn check_plan(&self, namespace: &str, plan: &str) -> Result<(), StoreError> {
+        if namespace == self.namespace && plan == self.plan {
+            Ok(())
+        } else {
+            Err(kube_error(
+                "MigrationPlan",
+                namespace,
+                plan,
+                format!(
+                    "this state serves plan {}/{} only",
+                    self.namespace, self.plan
+                ),
+            ))
+        }
+    }
+
+    /// Unrestored legacy settings the plan changed (for the finalizer's rollback).
+    pub fn unrestored_legacy(&self) -> Result<Vec<ChangedLegacySetting>, StoreError> {
+        self.with_data(|d| {
+            d.legacy
+                .iter()
+                .filter(|l| l.restored_at.is_none())
+                .map(|l| l.setting.clone())
+                .collect()
+        })
+    }
+}
+
+/// The steering annotations a person set on a machine that this operator honours.
+pub fn steering(machine: &MachineMigration) -> (bool, Option<String>, bool) {
+    let a = machine.annotations();
+    let yes = |k: &str| a.get(k).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    (
+        yes(machine_annotations::HOLD),
+        a.get(machine_annotations::RETRY).cloned(),
+        yes(super::SKIP_ANNOTATION),
+    )
+}
