@@ -305,7 +305,17 @@ impl Store {
                 Ok(p) => p,
                 Err(e) => return status_error(400, "BadRequest", format!("bad JSON patch: {e}")),
             };
-            if let Err(e) = json_patch::patch(&mut updated, &patch) {
+            // The apiserver reads a missing list as null (the finalizer helper tests for it).
+            if updated["metadata"].get("finalizers").is_none() {
+                updated["metadata"]["finalizers"] = Value::Null;
+            }
+            let result = json_patch::patch(&mut updated, &patch);
+            if updated["metadata"]["finalizers"].is_null() {
+                if let Some(m) = updated["metadata"].as_object_mut() {
+                    m.remove("finalizers");
+                }
+            }
+            if let Err(e) = result {
                 return status_error(422, "Invalid", format!("JSON patch failed: {e}"));
             }
         } else if status_only {

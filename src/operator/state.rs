@@ -130,7 +130,6 @@ fn kube_error(kind: &str, namespace: &str, name: &str, e: impl std::fmt::Display
     }
 }
 
-
 fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut cut = max;
