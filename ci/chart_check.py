@@ -391,7 +391,7 @@ def main() -> int:
                 raise AssertionError("Helm accepted it")
             results.check(f"invalid values rejected: {name}", rejected)
 
-    print(f"{results.passed} passed, {results.failed} failed ({results.skipped} skipped)")
+    print(f"{results.passed} passed, {results.failed} failed, {results.skipped} skipped")
     return 1 if results.failed else 0
 
 
