@@ -80,13 +80,13 @@ struct Target {
 
 fn parse_path(path: &str) -> Option<Target> {
     let seg: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (prefix, api_version, rest) = match seg.first()? {
-        &"api" => (
+    let (prefix, api_version, rest) = match *seg.first()? {
+        "api" => (
             format!("/api/{}", seg.get(1)?),
             seg.get(1)?.to_string(),
             &seg[2..],
         ),
-        &"apis" => (
+        "apis" => (
             format!("/apis/{}/{}", seg.get(1)?, seg.get(2)?),
             format!("{}/{}", seg.get(1)?, seg.get(2)?),
             &seg[3..],
