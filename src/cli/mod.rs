@@ -7,10 +7,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod crd;
 mod dcr;
+mod migrate;
 mod plan;
+mod simulate;
 mod simulator;
 mod status;
 
+pub use migrate::MigrateArgs;
+pub use simulate::SimulateArgs;
 pub use status::StatusArgs;
 
 #[derive(Debug, Parser)]
@@ -40,6 +44,10 @@ pub enum Command {
     Dcr(DcrCommand),
     /// The migration tracker of a local state file.
     Status(StatusArgs),
+    /// Migrate a simulated fleet in-process (no Azure, no cluster) and print the tracker.
+    Simulate(SimulateArgs),
+    /// Run a plan against Azure with local state (restartable at any time).
+    Migrate(MigrateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -109,6 +117,8 @@ pub fn run(args: Args) -> ExitCode {
         Command::Plan(a) => plan::run(a),
         Command::Dcr(DcrCommand::FromWorkspace(a)) => dcr::run_from_workspace(a),
         Command::Status(a) => status::run(a),
+        Command::Simulate(a) => simulate::run(a),
+        Command::Migrate(a) => migrate::run(a),
     };
     match result {
         Ok(code) => code,

@@ -339,6 +339,13 @@ impl Engine {
             }
         }
 
+        let plan_types: BTreeSet<DataSourceType> = spec
+            .data_sources
+            .iter()
+            .filter(|d| d.agent == Agent::Ama)
+            .map(|d| d.type_)
+            .collect();
+        let produced = verify::producers(&self.client, &cid, &catalog, &plan_types, 60).await?;
         let mut dcrs_ready = false;
         let mut dcrs = Dcrs {
             by_os: HashMap::new(),
@@ -381,7 +388,9 @@ impl Engine {
                 other_plans: &[],
                 now,
             };
+            let t_plan = std::time::Instant::now();
             let outcome = crate::plan::plan(&input);
+            let plan_ms = t_plan.elapsed().as_millis();
             if outcome.refused() {
                 let errors: Vec<String> = outcome.errors.iter().map(|e| e.to_string()).collect();
                 set_plan_phase(
@@ -510,8 +519,18 @@ impl Engine {
                 if rec.progress.failed || rec.progress.not_before.is_some_and(|t| t > now_s) {
                     continue;
                 }
-                if let Some(act) = choose(d, rec, m, &dcrs) {
-                    work.push((d.key.clone(), Work::Act(act)));
+                match choose(d, rec, m, &dcrs) {
+                    Some(act) => {
+                        tracing::debug!(machine = %m.name, act = %act.label(), actions = ?d.actions, "write");
+                        work.push((d.key.clone(), Work::Act(act)))
+                    }
+                    None if !d.actions.is_empty() => tracing::trace!(
+                        machine = %d.key,
+                        actions = ?d.actions,
+                        progress = ?rec.progress,
+                        "no write for the planner's actions"
+                    ),
+                    None => {}
                 }
             }
             let max_parallel = spec.rollout.max_parallel.max(1) as usize;
@@ -571,9 +590,11 @@ impl Engine {
                 .collect();
             let verify_due =
                 now_s >= last_verify.saturating_add(self.options.verify_interval.as_secs() as i64);
+            let t_verify = std::time::Instant::now();
             if !waiting.is_empty() && verify_due {
                 last_verify = now_s;
-                let proved = verify::verify(&self.client, &cid, &catalog, &waiting).await?;
+                let proved =
+                    verify::verify(&self.client, &cid, &catalog, &waiting, &produced).await?;
                 for p in &waiting {
                     let Some(rec) = records.get_mut(&p.key) else {
                         continue;
@@ -617,6 +638,7 @@ impl Engine {
                 }
             }
 
+            let verify_ms = t_verify.elapsed().as_millis();
             // ---- steps, waves, gates
             let (finished_waves, snapshot) =
                 self.summarize(&outcome, &mut records, &disc, &prec, now);
@@ -680,8 +702,11 @@ impl Engine {
                         )
                         .await?;
                         prec.waves[i].parity_checked_at = Some(now_s);
-                        prec.waves[i].parity_ok = r;
-                        plan_changed = true;
+                        if prec.waves[i].parity_ok != r {
+                            tracing::info!(wave = %w.name, parity_ok = ?r, "parity measured");
+                            prec.waves[i].parity_ok = r;
+                            plan_changed = true;
+                        }
                     }
                 }
             }
@@ -690,6 +715,16 @@ impl Engine {
                 self.save_plan(&mut plan_obj, &prec)?;
             }
             self.persist(&mut records)?;
+            tracing::debug!(
+                now = %now,
+                steps = ?snapshot.by_step,
+                waves = ?snapshot.waves,
+                flipped = ?snapshot.flipped,
+                work = n_work,
+                plan_ms,
+                verify_ms,
+                "engine pass"
+            );
             if let Some(p) = &self.progress {
                 let mut s = snapshot;
                 s.writes = self.writes();
@@ -709,7 +744,7 @@ impl Engine {
             } else {
                 let since = *idle_since.get_or_insert(now_s);
                 let all_final = outcome.machines.iter().all(|d| {
-                    d.done
+                    machine_finished(d)
                         || !d.blocked.is_empty()
                         || records.get(&d.key).is_some_and(|r| r.progress.failed)
                 });
@@ -828,6 +863,17 @@ impl Engine {
                 .entry((d.os, d.test_workspace))
                 .or_default()
                 .push((id, types));
+        }
+        // A source the generator folded into another one's data source (Sysmon for Linux rides
+        // on the syslog facilities) has no DCR of its own: it moves with the OS's first DCR.
+        for src in spec.data_sources.iter().filter(|s| s.agent == Agent::Ama) {
+            for ((os, _), list) in by_os.iter_mut() {
+                if src.type_.os() == *os && !list.iter().any(|(_, ts)| ts.contains(&src.type_)) {
+                    if let Some((_, ts)) = list.first_mut() {
+                        ts.insert(src.type_);
+                    }
+                }
+            }
         }
         Ok(Dcrs { by_os })
     }
@@ -978,7 +1024,7 @@ impl Engine {
                 MachineStep::Blocked
             } else if p.failed {
                 MachineStep::Failed
-            } else if d.done {
+            } else if machine_finished(d) {
                 rec.mark_done(now);
                 MachineStep::Done
             } else {
@@ -1021,7 +1067,7 @@ impl Engine {
             }
             if let Some(w) = d.wave {
                 members[w] += 1;
-                let settled = d.done
+                let settled = machine_finished(d)
                     || !d.blocked.is_empty()
                     || rec.progress.failed
                     || (d.actions.is_empty()
@@ -1231,6 +1277,39 @@ fn stall_reason(outcome: &PlanOutcome, records: &BTreeMap<String, MachineRecord>
             .filter(|w| w.starts_with("failure budget"))
             .cloned(),
     );
+    let stuck: Vec<String> = outcome
+        .machines
+        .iter()
+        .filter(|d| !machine_finished(d) && d.blocked.is_empty())
+        .filter(|d| records.get(&d.key).is_some_and(|r| !r.progress.failed))
+        .take(3)
+        .map(|d| {
+            let name = d.key.rsplit('/').next().unwrap_or(&d.key);
+            let open: Vec<String> = d
+                .assignments
+                .iter()
+                .filter(|a| a.unservable.is_some() || a.desired_now != a.target)
+                .map(|a| {
+                    format!(
+                        "{} now {:?} target {:?}{}",
+                        a.ds_type,
+                        a.desired_now,
+                        a.target,
+                        a.unservable.map(|u| format!(" ({u})")).unwrap_or_default()
+                    )
+                })
+                .collect();
+            format!(
+                "{name}: may_proceed={} actions={:?} {}",
+                d.may_proceed,
+                d.actions,
+                open.join(", ")
+            )
+        })
+        .collect();
+    if !stuck.is_empty() {
+        why.push(format!("machines not done, e.g. {}", stuck.join(" | ")));
+    }
     if why.is_empty() {
         "nothing can progress".into()
     } else {
@@ -1246,15 +1325,18 @@ fn seed_states(
 ) -> HashMap<String, MachineState> {
     for m in &disc.inventory {
         let key = m.id.to_ascii_lowercase();
-        let ama = m
-            .agents(AgentKind::Ama)
-            .any(|e| e.provisioning_state.eq_ignore_ascii_case("Succeeded"));
+        // Installed and usable: a VM needs a managed identity (Arc servers always have one).
+        let identity = m.identity_type.to_ascii_lowercase().contains("assigned")
+            || m.kind() == Some(crate::inventory::MachineKind::ArcServer)
+            || records
+                .get(&key)
+                .is_some_and(|r| r.progress.identity_enabled);
+        let ama = identity
+            && m.agents(AgentKind::Ama)
+                .any(|e| e.provisioning_state.eq_ignore_ascii_case("Succeeded"));
         if ama {
             let s = states.entry(key.clone()).or_default();
             s.ama_installed = true;
-        }
-        if !records.contains_key(&key) {
-            continue;
         }
     }
     states
@@ -1407,4 +1489,35 @@ fn apply_effect(p: &mut Progress, e: Effect) {
         Effect::LegacyRemoved => p.legacy_removed = true,
         Effect::Other => {}
     }
+}
+
+/// The planner's `done`, or nothing left the plan can do: every source bound for AMA is on AMA,
+/// and the only open assignments are Legacy sources the machine has no legacy agent for.
+fn machine_finished(d: &MachineDecision) -> bool {
+    if d.done {
+        return true;
+    }
+    // A source the planner keeps on the retained legacy agent (its stream cannot be flipped)
+    // asks to dissociate a DCR that also carries sources that moved: the engine keeps the DCR
+    // (`choose`), and the ledger judges whether that duplicates anything.
+    let kept_on_legacy = |t: DataSourceType| {
+        d.assignments.iter().any(|a| {
+            a.ds_type == t
+                && a.target == Agent::Ama
+                && a.desired_now == Agent::Legacy
+                && a.unservable.is_none()
+        })
+    };
+    d.actions
+        .iter()
+        .all(|a| matches!(*a, MachineAction::Dissociate { ds, test: false } if kept_on_legacy(ds)))
+        && d.blocked.is_empty()
+        && d.lane != crate::plan::Lane::DropLegacy
+        && d.assignments.iter().all(|a| {
+            if a.target == Agent::Ama {
+                (a.desired_now == Agent::Ama || kept_on_legacy(a.ds_type)) && a.unservable.is_none()
+            } else {
+                a.desired_now == Agent::Legacy
+            }
+        })
 }

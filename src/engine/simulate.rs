@@ -201,6 +201,12 @@ pub fn default_plan(sim: &SimHandle) -> Result<MigrationPlan, EngineError> {
             serde_json::json!({}),
         ),
         ds(
+            "cef",
+            DataSourceType::LinuxCef,
+            Agent::Ama,
+            serde_json::json!({"facilities": ["local4"], "minimumLevel": "Info"}),
+        ),
+        ds(
             "linux-perf",
             DataSourceType::LinuxPerformanceCounters,
             Agent::Ama,
@@ -229,7 +235,7 @@ pub fn default_plan(sim: &SimHandle) -> Result<MigrationPlan, EngineError> {
     }
     let waves = serde_json::json!([
         {"name": "canary", "maxRisk": "Low", "count": 10, "canary": true, "soak": "1h",
-         "gates": {"minSuccessRatio": 0.9, "parityTolerancePercent": 10, "parityWindow": "30m", "manualApproval": true}},
+         "gates": {"minSuccessRatio": 0.9, "manualApproval": true}},
         {"name": "low", "maxRisk": "Low", "soak": "30m", "gates": {"minSuccessRatio": 0.9}},
         {"name": "medium", "maxRisk": "Medium", "soak": "30m", "gates": {"minSuccessRatio": 0.9, "manualApproval": true}},
         {"name": "high", "maxRisk": "High", "gates": {"minSuccessRatio": 0.9}}
@@ -250,7 +256,6 @@ pub fn default_plan(sim: &SimHandle) -> Result<MigrationPlan, EngineError> {
         "workspace": sim.workspace_resource_id(),
         "location": "westeurope",
         "workspaceCustomerId": sim.workspace_customer_id(),
-        "testWorkspace": {"resourceId": sim.test_workspace_resource_id(), "location": "westeurope"},
         "scope": {"subscriptions": sim.subscriptions()},
         "dataSources": data_sources,
         "rollout": rollout,
@@ -339,8 +344,8 @@ impl Simulation {
         let options = EngineOptions {
             tick: self.options.tick,
             auto_approve: true,
-            verify_interval: Duration::from_secs(60),
-            poll_interval: Duration::from_secs(30),
+            verify_interval: Duration::from_secs(180),
+            poll_interval: Duration::from_secs(60),
             stall_after: Duration::from_secs(45 * 60),
             stop_after_writes: stop.map(|StopPoint::AfterWrites(n)| n),
             ..EngineOptions::default()

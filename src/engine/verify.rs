@@ -48,12 +48,45 @@ pub struct Pending {
     pub types: BTreeSet<DataSourceType>,
 }
 
-/// Which pending types each machine proved (AMA heartbeat and rows of that source).
+/// Which machines (keys and lower-cased computer names) sent rows of each type over the last
+/// `window_minutes`: one proof query per type, before any association, so verification can tell
+/// "AMA does not deliver it" from "the machine does not produce it".
+pub async fn producers(
+    client: &ArmClient,
+    customer_id: &str,
+    catalog: &Catalog,
+    types: &BTreeSet<DataSourceType>,
+    window_minutes: u32,
+) -> Result<BTreeMap<DataSourceType, HashSet<String>>, EngineError> {
+    let mut out = BTreeMap::new();
+    for t in types {
+        let Some(q) = catalog.row(*t).proof_query(window_minutes, None) else {
+            continue;
+        };
+        let resp = client
+            .query_logs(customer_id, &q, None)
+            .await
+            .map_err(|e| EngineError::azure("a baseline data query", e))?;
+        out.insert(
+            *t,
+            rows(&resp)
+                .into_iter()
+                .flat_map(|(c, r, _)| [c, r])
+                .filter(|s| !s.is_empty())
+                .collect(),
+        );
+    }
+    Ok(out)
+}
+
+/// Which pending types each machine proved: an AMA heartbeat, and rows of each source the
+/// machine produced before (`produced`; a source it never sent needs only the heartbeat).
 pub async fn verify(
     client: &ArmClient,
     customer_id: &str,
     catalog: &Catalog,
     pending: &[Pending],
+    produced: &BTreeMap<DataSourceType, HashSet<String>>,
 ) -> Result<BTreeMap<String, BTreeSet<DataSourceType>>, EngineError> {
     let mut out = BTreeMap::new();
     if pending.is_empty() {
@@ -71,7 +104,22 @@ pub async fn verify(
         .flat_map(|(c, r, _)| [c, r])
         .filter(|s| !s.is_empty())
         .collect();
-    let types: BTreeSet<DataSourceType> = pending.iter().flat_map(|p| p.types.clone()).collect();
+    let produces = |p: &Pending, t: &DataSourceType| {
+        produced.get(t).is_none_or(|set| {
+            set.contains(&p.key) || set.contains(&p.computer.to_ascii_lowercase())
+        })
+    };
+    let types: BTreeSet<DataSourceType> = pending
+        .iter()
+        .filter(|p| alive.contains(&p.key) || alive.contains(&p.computer.to_ascii_lowercase()))
+        .flat_map(|p| {
+            p.types
+                .iter()
+                .filter(|t| produces(p, t))
+                .copied()
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let mut delivered: BTreeMap<DataSourceType, HashSet<String>> = BTreeMap::new();
     for t in types {
         let Some(q) = catalog.row(t).proof_query(VERIFY_WINDOW_MINUTES, None) else {
@@ -102,7 +150,7 @@ pub async fn verify(
             .types
             .iter()
             .copied()
-            .filter(|t| delivered.get(t).is_some_and(seen))
+            .filter(|t| !produces(p, t) || delivered.get(t).is_some_and(seen))
             .collect();
         if !ok.is_empty() {
             out.insert(p.key.clone(), ok);

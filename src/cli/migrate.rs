@@ -1,0 +1,103 @@
+//! `ama-migrator migrate`: the engine against real Azure with local state, for people without
+//! Kubernetes. Stop it at any time (ctrl-c) and run it again on the same state file: in-flight
+//! operations are resumed from their persisted handles.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::api::load::load_plan;
+use crate::azure::{ArmClient, ClientConfig, CredentialConfig, CredentialKind, Endpoints};
+use crate::engine::progress::Bars;
+use crate::engine::{Engine, EngineOptions, RunEnd, SystemClock};
+use crate::local::StateStore;
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// The MigrationPlan (YAML or JSON).
+    #[arg(long)]
+    pub plan: PathBuf,
+    /// State file (SQLite), created if absent; reuse it to resume.
+    #[arg(long, env = "AMA_MIGRATOR_STATE")]
+    pub state: PathBuf,
+    /// workload-identity, managed-identity, client-secret, azure-cli (none: loopback only).
+    #[arg(long, env = "AZURE_CREDENTIAL_KIND", default_value = "azure-cli")]
+    pub credential: String,
+    /// ARM endpoint (also serves Resource Graph).
+    #[arg(
+        long,
+        env = "AMA_MIGRATOR_ARM_ENDPOINT",
+        default_value = "https://management.azure.com/"
+    )]
+    pub arm_endpoint: url::Url,
+    /// Log Analytics query endpoint.
+    #[arg(
+        long,
+        env = "AMA_MIGRATOR_LOG_ANALYTICS_ENDPOINT",
+        default_value = "https://api.loganalytics.io/"
+    )]
+    pub log_analytics_endpoint: url::Url,
+    /// Approve the manual gate of this wave (repeatable).
+    #[arg(long = "approve", value_name = "WAVE")]
+    pub approve: Vec<String>,
+    /// Seconds between two passes of the loop.
+    #[arg(long, default_value_t = 15)]
+    pub tick_seconds: u64,
+}
+
+pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.plan)
+        .with_context(|| format!("cannot read the plan {}", args.plan.display()))?;
+    let plan = load_plan(&text).with_context(|| format!("in {}", args.plan.display()))?;
+    let kind: CredentialKind = args.credential.parse()?;
+    let credential = CredentialConfig::from_env(kind, |k| std::env::var(k).ok())?;
+    let endpoints = Endpoints {
+        arm: args.arm_endpoint.clone(),
+        log_analytics: args.log_analytics_endpoint.clone(),
+    };
+    let client = ArmClient::new(ClientConfig::new(endpoints, credential))?;
+    let state = StateStore::open(&args.state)
+        .with_context(|| format!("cannot open the state file {}", args.state.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let options = EngineOptions {
+            tick: Duration::from_secs(args.tick_seconds.max(1)),
+            approvals: args.approve.clone(),
+            ..EngineOptions::default()
+        };
+        let mut engine = Engine::new(
+            client.clone(),
+            Arc::new(state),
+            Arc::new(SystemClock),
+            options,
+        );
+        let bars = Bars::for_stderr(client).map(Arc::new);
+        if let Some(b) = &bars {
+            engine.progress = Some(b.clone());
+        }
+        let stop = engine.stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("stopping after this pass; run the same command again to resume");
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let end = engine.run(plan).await;
+        if let Some(b) = &bars {
+            b.finish();
+        }
+        let end = end?;
+        println!("{}", serde_json::to_string_pretty(&end)?);
+        Ok(match end {
+            RunEnd::Completed => ExitCode::SUCCESS,
+            RunEnd::Stopped => ExitCode::from(3),
+            RunEnd::Stalled { .. } | RunEnd::Refused { .. } => ExitCode::from(1),
+        })
+    })
+}
