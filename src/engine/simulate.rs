@@ -248,7 +248,7 @@ pub fn default_plan(sim: &SimHandle) -> Result<MigrationPlan, EngineError> {
         ],
         "defaultRisk": "Medium",
         "waves": waves,
-        "maxParallel": 50,
+        "maxParallel": 150,
         "failureBudget": {"maxFailedPercent": 10},
         "cutover": {"policy": "PreferNoGap", "maxOverlap": "2h"}
     });
