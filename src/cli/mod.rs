@@ -9,11 +9,13 @@ mod crd;
 mod dcr;
 mod migrate;
 mod plan;
+mod run;
 mod simulate;
 mod simulator;
 mod status;
 
 pub use migrate::MigrateArgs;
+pub use run::RunArgs;
 pub use simulate::SimulateArgs;
 pub use status::StatusArgs;
 
@@ -48,6 +50,8 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Run a plan against Azure with local state (restartable at any time).
     Migrate(MigrateArgs),
+    /// The Kubernetes operator: controllers (while leader), /metrics, /healthz, /readyz.
+    Run(RunArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -119,6 +123,7 @@ pub fn run(args: Args) -> ExitCode {
         Command::Status(a) => status::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Migrate(a) => migrate::run(a),
+        Command::Run(a) => run::run(a),
     };
     match result {
         Ok(code) => code,

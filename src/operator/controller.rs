@@ -103,6 +103,10 @@ pub struct Context {
     epochs: Mutex<HashMap<(String, String), u64>>,
     plan_trigger: tokio::sync::mpsc::UnboundedSender<()>,
     plan_trigger_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
+    /// Namespaces the controllers watch; empty: every namespace (cluster-wide RBAC).
+    watch_namespaces: Vec<String>,
+    /// `true` once every reflector of [`run_controllers`] listed its objects (readiness).
+    caches_synced: tokio::sync::watch::Sender<bool>,
 }
 
 impl Context {
@@ -135,7 +139,23 @@ impl Context {
             epochs: Mutex::new(HashMap::new()),
             plan_trigger: tx,
             plan_trigger_rx: Mutex::new(Some(rx)),
+            watch_namespaces: Vec::new(),
+            caches_synced: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Watch only these namespaces (namespaced RBAC); empty means every namespace. Call before
+    /// the context is shared.
+    pub fn with_watch_namespaces(mut self: Arc<Self>, namespaces: Vec<String>) -> Arc<Self> {
+        if let Some(ctx) = Arc::get_mut(&mut self) {
+            ctx.watch_namespaces = namespaces;
+        }
+        self
+    }
+
+    /// Reads `true` once the controllers' caches are synced (the leader's readiness).
+    pub fn caches_synced(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.caches_synced.subscribe()
     }
 
     fn runners(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Runner>> {
@@ -628,56 +648,121 @@ pub fn machine_error_policy(_m: Arc<MachineMigration>, error: &Error, ctx: Arc<C
     Action::requeue(Duration::from_secs(15))
 }
 
-/// Run both controllers until `shutdown` resolves; every engine is stopped (and has persisted
-/// its machines) before this returns.
+/// Run both controllers (one pair per watched namespace, or one cluster-wide pair) until
+/// `shutdown` resolves; every engine is stopped (and has persisted its machines) before this
+/// returns.
 pub async fn run_controllers(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let plans: Api<MigrationPlan> = Api::all(ctx.client.clone());
-    let machines: Api<MachineMigration> = Api::all(ctx.client.clone());
+    let scopes: Vec<Option<String>> = if ctx.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        ctx.watch_namespaces.iter().cloned().map(Some).collect()
+    };
+    // One engine ending re-reconciles every plan of every scope: fan the trigger out.
+    let (fan_tx, _) = tokio::sync::broadcast::channel::<()>(64);
     let rx = ctx
         .plan_trigger_rx
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take();
-    let trigger = match rx {
-        Some(rx) => {
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
-                .boxed()
-        }
-        None => futures::stream::pending().boxed(),
-    };
+    if let Some(mut rx) = rx {
+        let fan = fan_tx.clone();
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                let _ = fan.send(());
+            }
+        });
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let plan_controller = Controller::new(plans, watcher::Config::default().any_semantic())
-        .with_config(
-            ::kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)),
+    let mut runs = Vec::new();
+    let mut stores_ready = Vec::new();
+    for scope in scopes {
+        let (plans, machines): (Api<MigrationPlan>, Api<MachineMigration>) = match &scope {
+            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+            Some(ns) => (
+                Api::namespaced(ctx.client.clone(), ns),
+                Api::namespaced(ctx.client.clone(), ns),
+            ),
+        };
+        let trigger = futures::stream::unfold(fan_tx.subscribe(), |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(()) => return Some(((), rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        let plan_controller = Controller::new(plans, watcher::Config::default().any_semantic())
+            .with_config(
+                ::kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)),
+            )
+            .reconcile_all_on(trigger)
+            .graceful_shutdown_on(wait(stop_rx.clone()));
+        let machine_controller =
+            Controller::new(machines, watcher::Config::default().any_semantic())
+                .graceful_shutdown_on(wait(stop_rx.clone()));
+        let (plan_store, machine_store) = (plan_controller.store(), machine_controller.store());
+        stores_ready.push(async move {
+            store_ready(&plan_store).await && store_ready(&machine_store).await
+        });
+        runs.push(Box::pin(
+            plan_controller
+                .run(reconcile_plan, error_policy, ctx.clone())
+                .for_each(|r| async move {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "plan controller");
+                    }
+                }),
         )
-        .reconcile_all_on(trigger)
-        .graceful_shutdown_on(wait(stop_rx.clone()))
-        .run(reconcile_plan, error_policy, ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "plan controller");
-            }
-        });
-    let machine_controller = Controller::new(machines, watcher::Config::default().any_semantic())
-        .graceful_shutdown_on(wait(stop_rx))
-        .run(reconcile_machine, machine_error_policy, ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "machine controller");
-            }
-        });
+            as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>);
+        runs.push(Box::pin(
+            machine_controller
+                .run(reconcile_machine, machine_error_policy, ctx.clone())
+                .for_each(|r| async move {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "machine controller");
+                    }
+                }),
+        )
+            as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>);
+    }
+    let synced = ctx.caches_synced.clone();
+    let ready = tokio::spawn(async move {
+        let all = futures::future::join_all(stores_ready).await;
+        if all.iter().all(|ok| *ok) {
+            synced.send_replace(true);
+            tracing::info!("controller caches synced");
+        }
+    });
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    futures::join!(plan_controller, machine_controller);
+    futures::future::join_all(runs).await;
+    ready.abort();
+    ctx.caches_synced.send_replace(false);
     ctx.stop_all().await;
+}
+
+/// Whether a controller's store got its first full list. kube-runtime's ready signal keeps one
+/// waker (the controller's own), so a second waiter re-polls on a short timer.
+async fn store_ready<K>(store: &::kube::runtime::reflector::Store<K>) -> bool
+where
+    K: ::kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+            Ok(r) => return r.is_ok(),
+            Err(_) => continue,
+        }
+    }
 }
 
 /// The plan an object reference names (for tests and tools).

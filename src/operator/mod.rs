@@ -9,12 +9,16 @@
 //! * [`state`]: the engine's state over the API (SSA children, status subresource, events).
 //! * [`rbac`]: every (apiGroup, resource, verbs) the code uses — the chart's RBAC is tested
 //!   against it.
+//! * [`leader`]: Lease-based leader election; the controllers run only on the leader.
+//! * [`serve`]: `/metrics`, `/healthz`, `/readyz`.
 //! * [`fake`]: an in-process API server for tests and the memory benchmark.
 
 pub mod controller;
 pub mod fake;
+pub mod leader;
 pub mod metrics;
 pub mod rbac;
+pub mod serve;
 pub mod state;
 
 /// The one field manager of every server-side apply the operator makes.

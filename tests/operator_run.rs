@@ -1,0 +1,311 @@
+//! `ama-migrator run`: the HTTP endpoints served in-process, leader election of two replicas
+//! against the in-process fake API server, and the binary failing clearly without a cluster.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ama_migrator::azure::ResourceId;
+use ama_migrator::engine::{EngineOptions, SimulateOptions, SystemClock};
+use ama_migrator::operator::controller::Context;
+use ama_migrator::operator::fake::FakeApiServer;
+use ama_migrator::operator::leader::{
+    self, Health, LeaderConfig, LeaderState, LeaseTiming, Outcome,
+};
+use ama_migrator::operator::metrics::Metrics;
+use ama_migrator::operator::serve;
+use ama_migrator::sim::Scenario;
+
+async fn start_server(
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve::serve(
+        listener,
+        serve::router(metrics, health),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    (url, tx)
+}
+
+async fn get(url: &str) -> (u16, String, String) {
+    let r = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (status, ct, r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_healthz_and_readyz_are_served() {
+    let simulation = ama_migrator::engine::simulate::Simulation::start(SimulateOptions {
+        scenario: Scenario {
+            machines: 2,
+            ..Scenario::default()
+        },
+        ..SimulateOptions::default()
+    })
+    .await
+    .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    metrics.observe_arm_client(simulation.client.clone());
+    // One real ARM round trip so the request family has a sample (the simulator answers 404).
+    let missing = ResourceId::parse(
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/nope",
+    )
+    .unwrap();
+    assert!(
+        simulation
+            .client
+            .get_machine(&missing)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    metrics.set_plan_steps(
+        "team-a",
+        "fleet",
+        std::collections::HashMap::from([("InstallAma".to_string(), 2)]),
+    );
+    let health = Arc::new(Health::default());
+    let (url, stop) = start_server(metrics.clone(), health.clone()).await;
+
+    let (status, ct, body) = get(&format!("{url}/metrics")).await;
+    assert_eq!(status, 200);
+    assert_eq!(ct, serve::OPENMETRICS_CONTENT_TYPE);
+    assert!(
+        body.contains("# TYPE ama_migrator_machines gauge"),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            r#"ama_migrator_machines{namespace="team-a",plan="fleet",step="InstallAma"} 2"#
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains("# TYPE ama_migrator_arm_requests counter"),
+        "{body}"
+    );
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("ama_migrator_arm_requests_total{")
+                && l.contains(r#"status="404""#)),
+        "{body}"
+    );
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
+
+    let (status, _, body) = get(&format!("{url}/healthz")).await;
+    assert_eq!((status, body.trim()), (200, "ok"));
+
+    // Readiness follows the leader state: unknown → not ready; standby → ready; leader →
+    // ready only once its caches synced.
+    for (state, code) in [
+        (LeaderState::Unknown, 503),
+        (LeaderState::Standby, 200),
+        (
+            LeaderState::Leading {
+                caches_synced: false,
+            },
+            503,
+        ),
+        (
+            LeaderState::Leading {
+                caches_synced: true,
+            },
+            200,
+        ),
+    ] {
+        health.set(state);
+        let (status, _, body) = get(&format!("{url}/readyz")).await;
+        assert_eq!(status, code, "{state:?}: {body}");
+    }
+    let _ = stop.send(());
+    simulation.shutdown().await;
+}
+
+async fn wait_for_state(health: &Health, want: LeaderState, limit: Duration) {
+    let start = Instant::now();
+    while health.get() != want {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {want:?}; now {:?}",
+            health.get()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn replica(fake: &FakeApiServer, identity: &str) -> (kube::Client, Arc<Context>, LeaderConfig) {
+    let client = fake.client("ops").unwrap();
+    let arm = ama_migrator::azure::ArmClient::new(ama_migrator::azure::ClientConfig::new(
+        ama_migrator::azure::Endpoints {
+            arm: "http://127.0.0.1:9/".parse().unwrap(),
+            log_analytics: "http://127.0.0.1:9/".parse().unwrap(),
+        },
+        ama_migrator::azure::CredentialConfig::None,
+    ))
+    .unwrap();
+    let ctx = Context::new(
+        client.clone(),
+        Arc::new(Metrics::new()),
+        arm,
+        Arc::new(SystemClock),
+        EngineOptions::default(),
+        Some(identity.into()),
+    )
+    .with_watch_namespaces(vec!["team-a".into()]);
+    let config = LeaderConfig {
+        lease_name: "ama-migrator".into(),
+        namespace: "ops".into(),
+        identity: identity.into(),
+        timing: LeaseTiming {
+            duration: 3,
+            grace: 1,
+        },
+        stop_grace: Duration::from_secs(5),
+    };
+    (client, ctx, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_replicas_leads_and_a_released_lease_passes_to_the_standby() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let fake = FakeApiServer::start().await.unwrap();
+    let (client_a, ctx_a, config_a) = replica(&fake, "replica-a");
+    let health_a = Arc::new(Health::default());
+    let (stop_a, stop_a_rx) = tokio::sync::oneshot::channel::<()>();
+    let ha = health_a.clone();
+    let a = tokio::spawn(async move {
+        leader::lead(client_a, &config_a, ctx_a, ha, async move {
+            let _ = stop_a_rx.await;
+        })
+        .await
+    });
+    wait_for_state(
+        &health_a,
+        LeaderState::Leading {
+            caches_synced: true,
+        },
+        Duration::from_secs(20),
+    )
+    .await;
+
+    let (client_b, ctx_b, config_b) = replica(&fake, "replica-b");
+    let health_b = Arc::new(Health::default());
+    let (stop_b, stop_b_rx) = tokio::sync::oneshot::channel::<()>();
+    let hb = health_b.clone();
+    let b = tokio::spawn(async move {
+        leader::lead(client_b, &config_b, ctx_b, hb, async move {
+            let _ = stop_b_rx.await;
+        })
+        .await
+    });
+    wait_for_state(&health_b, LeaderState::Standby, Duration::from_secs(10)).await;
+    // Longer than the Lease duration: the leader renews, the standby stays a standby.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(health_b.get(), LeaderState::Standby);
+    let lease = fake
+        .object("/apis/coordination.k8s.io/v1/leases", "ops", "ama-migrator")
+        .expect("the Lease exists");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a", "{lease:#}");
+
+    // SIGTERM on the leader: it stops its controllers and releases; the standby takes over.
+    let _ = stop_a.send(());
+    let outcome = tokio::time::timeout(Duration::from_secs(15), a)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, Outcome::Shutdown);
+    assert_eq!(health_a.get(), LeaderState::Unknown);
+    wait_for_state(
+        &health_b,
+        LeaderState::Leading {
+            caches_synced: true,
+        },
+        Duration::from_secs(20),
+    )
+    .await;
+    let lease = fake
+        .object("/apis/coordination.k8s.io/v1/leases", "ops", "ama-migrator")
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-b", "{lease:#}");
+    let _ = stop_b.send(());
+    let outcome = tokio::time::timeout(Duration::from_secs(15), b)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, Outcome::Shutdown);
+}
+
+#[test]
+fn run_without_a_reachable_cluster_fails_with_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("ama-migrator-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: none\n  cluster:\n    server: http://127.0.0.1:1\ncontexts:\n- name: none\n  context:\n    cluster: none\n    user: none\n    namespace: ops\ncurrent-context: none\nusers:\n- name: none\n  user: {}\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ama-migrator"))
+        .arg("run")
+        .env("KUBECONFIG", &kubeconfig)
+        .env("AMA_MIGRATOR_METRICS_ADDR", "127.0.0.1:0")
+        .env("AZURE_CREDENTIAL_KIND", "none")
+        .env("AMA_MIGRATOR_ARM_ENDPOINT", "http://127.0.0.1:9/")
+        .env("AMA_MIGRATOR_LOG_ANALYTICS_ENDPOINT", "http://127.0.0.1:9/")
+        .env("AMA_MIGRATOR_LEASE_NAME", "ama-migrator")
+        .env_remove("AMA_MIGRATOR_LEASE_NAMESPACE")
+        .env_remove("AMA_MIGRATOR_WATCH_NAMESPACES")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`run` still running after 30 s without a cluster");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success(), "exit status {status:?}; stderr {stderr}");
+    assert!(
+        stderr.contains("cannot use the Lease ops/ama-migrator")
+            && stderr.contains("is the API server reachable"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
