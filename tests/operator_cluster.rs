@@ -1,0 +1,175 @@
+//! Against a real cluster, when `AMA_MIGRATOR_TEST_KUBECONFIG` names a kubeconfig: install the
+//! CRDs, run the operator's controllers in-process against the Azure simulator, apply
+//! `examples/plan.yaml` adapted to the simulator's workspace and subscriptions, and wait for
+//! `Ready`. Without the variable the test says it is skipped and passes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ama_migrator::api::MigrationPlan;
+use ama_migrator::engine::{Clock, EngineOptions, SimulateOptions};
+use ama_migrator::operator::controller::{Context, run_controllers};
+use ama_migrator::operator::metrics::Metrics;
+use ama_migrator::sim::{Scenario, SimHandle};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+
+const ENV: &str = "AMA_MIGRATOR_TEST_KUBECONFIG";
+
+struct SimClock(Arc<SimHandle>);
+
+impl Clock for SimClock {
+    fn now(&self) -> Timestamp {
+        self.0.now().parse().unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_example_plan_reaches_ready_on_a_real_cluster() {
+    let Some(path) = std::env::var_os(ENV).filter(|p| !p.is_empty()) else {
+        println!("skipped: set {ENV} to run against a real cluster");
+        return;
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let apply = PatchParams::apply("ama-migrator-test").force();
+
+    // The CRDs, as the chart installs them; wait until they are served.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for file in [
+        "migrationplans.amamigrator.io.yaml",
+        "machinemigrations.amamigrator.io.yaml",
+    ] {
+        let text =
+            std::fs::read_to_string(format!("{}/crds/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(&name, &apply, &Patch::Apply(&crd))
+            .await
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            let c = crds.get(&name).await.unwrap();
+            let established = c.status.and_then(|s| s.conditions).is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if established {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "CRD {name} not Established"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    let ns = format!("ama-migrator-test-{}", std::process::id());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns_obj: Namespace = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}
+    }))
+    .unwrap();
+    namespaces
+        .patch(&ns, &apply, &Patch::Apply(&ns_obj))
+        .await
+        .unwrap();
+
+    let simulation = ama_migrator::engine::simulate::Simulation::start(SimulateOptions {
+        scenario: Scenario {
+            machines: 12,
+            time_scale: 3000.0,
+            ..Scenario::default()
+        },
+        ..SimulateOptions::default()
+    })
+    .await
+    .unwrap();
+    // examples/plan.yaml, pointed at the simulator's workspace, subscriptions and location.
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/plan.yaml"))
+        .unwrap();
+    let mut plan = ama_migrator::api::load::load_plan(&text).unwrap();
+    let sim_plan = &simulation.plan;
+    plan.metadata.namespace = Some(ns.clone());
+    plan.spec.workspace = sim_plan.spec.workspace.clone();
+    plan.spec.location = sim_plan.spec.location.clone();
+    plan.spec.workspace_customer_id = sim_plan.spec.workspace_customer_id.clone();
+    plan.spec.test_workspace = sim_plan.spec.test_workspace.clone();
+    plan.spec.scope = sim_plan.spec.scope.clone();
+    let approve = plan
+        .spec
+        .rollout
+        .waves
+        .iter()
+        .map(|w| w.name.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    plan.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("amamigrator.io/approve-wave".into(), approve);
+    let name = plan.metadata.name.clone().unwrap();
+
+    let options = EngineOptions {
+        tick: Duration::from_millis(50),
+        verify_interval: Duration::from_secs(180),
+        poll_interval: Duration::from_secs(30),
+        stall_after: Duration::from_secs(45 * 60),
+        ..EngineOptions::default()
+    };
+    let ctx = Context::new(
+        client.clone(),
+        Arc::new(Metrics::new()),
+        simulation.client.clone(),
+        Arc::new(SimClock(simulation.sim.clone())),
+        options,
+        Some("operator-cluster-test".into()),
+    )
+    .with_watch_namespaces(vec![ns.clone()]);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controllers = tokio::spawn(run_controllers(ctx, async move {
+        let _ = stop_rx.await;
+    }));
+
+    let plans: Api<MigrationPlan> = Api::namespaced(client.clone(), &ns);
+    plans
+        .patch(&name, &apply, &Patch::Apply(&plan))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let result = loop {
+        let p = plans.get(&name).await.unwrap();
+        let ready = p.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        });
+        if ready {
+            break Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            break Err(format!("not Ready after 300 s: {:#?}", p.status));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+
+    // Delete while the controllers run, so the finalizer is removed; bounded wait.
+    let _ = plans.delete(&name, &DeleteParams::default()).await;
+    let start = Instant::now();
+    while plans.get_opt(&name).await.ok().flatten().is_some()
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), controllers).await;
+    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    simulation.shutdown().await;
+    result.unwrap();
+}
