@@ -171,9 +171,12 @@ pub struct Engine {
 }
 
 /// The DCRs of the plan, resolved to ids and types.
+/// DCRs by (OS, test workspace): (resource id, source types it carries).
+type DcrsByOs = HashMap<(OsFamily, bool), Vec<(String, BTreeSet<DataSourceType>)>>;
+
 struct Dcrs {
     /// (os, test) → [(dcr id, types)]
-    by_os: HashMap<(OsFamily, bool), Vec<(String, BTreeSet<DataSourceType>)>>,
+    by_os: DcrsByOs,
 }
 
 impl Dcrs {
@@ -826,8 +829,7 @@ impl Engine {
         spec: &crate::api::MigrationPlanSpec,
         plans: &[DcrPlan],
     ) -> Result<Dcrs, EngineError> {
-        let mut by_os: HashMap<(OsFamily, bool), Vec<(String, BTreeSet<DataSourceType>)>> =
-            HashMap::new();
+        let mut by_os: DcrsByOs = HashMap::new();
         for d in plans {
             let Some(body) = &d.body else { continue };
             let id = dcr_id(workspace, &d.name);
@@ -1126,11 +1128,11 @@ impl Engine {
                 blocked: w.blocked as u32,
                 started_at: prev
                     .and_then(|p| p.started_at.clone())
-                    .or_else(|| w.admitted.then(|| Time(now))),
+                    .or_else(|| w.admitted.then_some(Time(now))),
                 soak_until: None,
                 completed_at: prev
                     .and_then(|p| p.completed_at.clone())
-                    .or_else(|| w.gate_passed.then(|| Time(now))),
+                    .or_else(|| w.gate_passed.then_some(Time(now))),
             });
         }
         st.waves = waves;
