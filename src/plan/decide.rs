@@ -43,23 +43,42 @@ fn settled(input: &PlanInput<'_>, fleet: &Fleet, m: &FleetMachine, canary_test: 
     if ama.is_empty() {
         return true;
     }
+    if canary_test && m.legacy_here {
+        return m.state.ama_installed && ama.iter().all(|t| m.state.test_associated.contains(t));
+    }
+    if let Lane::KeepLegacy(_) = m.lane {
+        // Flip-controlled sources wait for the flip (AMA is onboarded for them in the flip
+        // stage); what AMA must carry before it has to be there already.
+        let needed: Vec<DataSourceType> = ama
+            .iter()
+            .filter(|t| !fleet.stream_on.contains(*t) && !fleet.not_in_data_sources.contains(*t))
+            .collect();
+        return needed.is_empty()
+            || (m.state.ama_installed && needed.iter().all(|t| m.state.associated.contains(*t)));
+    }
     if !m.state.ama_installed {
         return false;
-    }
-    if canary_test && m.legacy_here {
-        return ama.iter().all(|t| m.state.test_associated.contains(t));
     }
     match m.lane {
         Lane::NoLegacy | Lane::OtherWorkspaceOnly => {
             ama.iter().all(|t| m.state.associated.contains(t))
         }
-        Lane::DropLegacy => false, // becomes NoLegacy once removed
-        // Flip-controlled sources wait for the flip; once it happened they must be associated.
-        Lane::KeepLegacy(_) => ama
-            .iter()
-            .filter(|t| !fleet.stream_on.contains(*t) && !fleet.not_in_data_sources.contains(*t))
-            .all(|t| m.state.associated.contains(t)),
+        // Becomes NoLegacy once removed; KeepLegacy is handled above.
+        Lane::DropLegacy | Lane::KeepLegacy(_) => false,
     }
+}
+
+/// A machine that keeps its legacy agent and has nothing for AMA to carry before the workspace
+/// flips its streams: AMA is onboarded in the flip stage, just before the flip (PreferNoGap),
+/// so the overlap lasts one onboarding, not the whole rollout. Any AMA agent that would deliver
+/// earlier (even through an association made outside the plan) would duplicate until the flip.
+fn waits_for_flip(input: &PlanInput<'_>, fleet: &Fleet, m: &FleetMachine) -> bool {
+    let Some(os) = m.os else { return false };
+    matches!(m.lane, Lane::KeepLegacy(_))
+        && ama_types(input, os).iter().all(|t| {
+            fleet.not_in_data_sources.contains(t)
+                || (input.legacy.enables(t) && !input.progress.flipped.contains(t))
+        })
 }
 
 fn in_window(windows: &[MaintenanceWindow], now: Timestamp) -> bool {
@@ -166,8 +185,13 @@ pub(crate) fn decide(
             .filter(|(i, _)| membership.wave_of[*i] == Some(w_idx));
         let mut ok = 0usize;
         let mut eligible = 0usize;
+        let prog = input.progress.waves.get(w_idx);
+        // Latched: once the shell recorded the wave finished, later steps of its machines (the
+        // canary leaving the test workspace, flip-stage onboarding) do not reopen its gate;
+        // failures still count against the success ratio.
+        let latched = prog.is_some_and(|p| p.finished_at.is_some());
         for (_, m) in members {
-            let s = settled(input, fleet, m, canary_test);
+            let s = latched || settled(input, fleet, m, canary_test);
             all_settled[w_idx] &= s;
             if m.blocked.is_empty() {
                 eligible += 1;
@@ -176,7 +200,6 @@ pub(crate) fn decide(
                 }
             }
         }
-        let prog = input.progress.waves.get(w_idx);
         let gates = w.gates.clone().unwrap_or_default();
         let ratio_ok = eligible == 0
             || (ok as f64 / eligible as f64) >= gates.min_success_ratio.unwrap_or(0.0);
@@ -279,13 +302,18 @@ pub(crate) fn decide(
             if accepted(input, &m.name, Some(&m.key), t) {
                 continue;
             }
+            // PreferNoGap onboards flip-stage machines when the stream is ready and flips only
+            // once all of them carry it, so they need not have AMA yet; PreferNoDuplicate flips
+            // first and associates after, so AMA must already be installed.
+            let onboarded = m.state.ama_installed
+                || (policy == CutoverPolicy::PreferNoGap && waits_for_flip(input, fleet, m));
             let candidate = matches!(m.lane, Lane::KeepLegacy(_))
                 && can_act(i, m)
-                && m.state.ama_installed
+                && onboarded
                 && !canary_test_phase(membership.wave_of[i]);
             if candidate {
                 candidates += 1;
-                if m.state.associated.contains(t) {
+                if m.state.ama_installed && m.state.associated.contains(t) {
                     candidates_associated += 1;
                 }
             } else {
@@ -354,15 +382,30 @@ pub(crate) fn decide(
     }
 
     // ---- per machine
+    // In progress: started in an admitted wave and not settled. Machines waiting for the flip
+    // and agents that were there before the plan hold no slot.
+    let flip_stage_open = |m: &FleetMachine| -> bool {
+        m.os.is_some_and(|os| {
+            matches!(m.lane, Lane::KeepLegacy(_))
+                && ama_types(input, os).iter().any(|t| {
+                    flip_ready.contains(t)
+                        && !flipped.contains(t)
+                        && !(m.state.ama_installed && m.state.associated.contains(t))
+                })
+        })
+    };
     let in_progress = fleet
         .machines
         .iter()
-        .filter(|m| {
-            !m.state.failed
+        .enumerate()
+        .filter(|(i, m)| {
+            can_act(*i, m)
                 && (m.state.ama_installed
+                    || m.state.identity_enabled
                     || !m.state.associated.is_empty()
                     || !m.state.test_associated.is_empty())
-                && m.legacy_here
+                && (flip_stage_open(m)
+                    || !settled(input, fleet, m, canary_test_phase(membership.wave_of[*i])))
         })
         .count();
     let mut start_slots = (spec.rollout.max_parallel as usize).saturating_sub(in_progress);
@@ -374,15 +417,21 @@ pub(crate) fn decide(
         let wave = membership.wave_of[i];
         let act = can_act(i, m);
         let started = m.state.ama_installed || m.state.identity_enabled;
+        let canary_test = canary_test_phase(wave) && m.legacy_here;
+        // Flip stage not open yet: nothing to onboard, no slot taken.
+        let defer = policy == CutoverPolicy::PreferNoGap
+            && !m.state.ama_installed
+            && !canary_test
+            && waits_for_flip(input, fleet, m)
+            && !flip_stage_open(m);
         let mut may_proceed = act && may_start;
-        if may_proceed && !started {
+        if may_proceed && !started && !defer {
             if start_slots == 0 {
                 may_proceed = false;
             } else {
                 start_slots -= 1;
             }
         }
-        let canary_test = canary_test_phase(wave) && m.legacy_here;
         let mut assignments = Vec::new();
         let mut actions = Vec::new();
         let push = |a: MachineAction, actions: &mut Vec<MachineAction>| {
@@ -456,7 +505,7 @@ pub(crate) fn decide(
                 continue;
             }
             if !installed {
-                if !may_proceed {
+                if !may_proceed || defer {
                     if !legacy_now {
                         a.unservable = Some("no sender yet; waiting for a start slot or window");
                     }
@@ -506,7 +555,9 @@ pub(crate) fn decide(
                 }
                 Lane::KeepLegacy(_) => {
                     if fleet.not_in_data_sources.contains(t) {
+                        // No flip moves it and the agent stays: it ends on the legacy agent.
                         a.desired_now = Agent::Legacy;
+                        a.target = Agent::Legacy;
                         a.unservable = if legacy_now {
                             None
                         } else {
@@ -612,8 +663,11 @@ fn decision(
         && !m.state.failed
         && m.os.is_some()
         && assignments.iter().all(|a| {
+            // A source the plan keeps on Legacy on a machine without a legacy agent here is
+            // outside what the plan can do (it installs no legacy agent): reported, not awaited.
+            let not_ours = a.target == Agent::Legacy && !m.legacy_here;
             let (legacy, ama) = (a.desired_now == Agent::Legacy, a.desired_now == Agent::Ama);
-            a.unservable.is_none() && a.target == a.desired_now && (legacy || ama)
+            not_ours || (a.unservable.is_none() && a.target == a.desired_now && (legacy || ama))
         })
         && (!matches!(m.lane, Lane::DropLegacy));
     MachineDecision {
