@@ -751,7 +751,10 @@ impl Engine {
                         || !d.blocked.is_empty()
                         || records.get(&d.key).is_some_and(|r| r.progress.failed)
                 });
-                if all_final && outcome.plan_actions.is_empty() {
+                // Streams still waiting for their flip keep their sources on the legacy agent:
+                // that is not a completed migration.
+                let flips_done = outcome.flips.iter().all(|f| f.flipped || f.never.is_some());
+                if all_final && flips_done && outcome.plan_actions.is_empty() {
                     set_plan_phase(
                         &mut plan_obj,
                         PlanPhase::Completed,
@@ -1040,7 +1043,9 @@ impl Engine {
                 } else if !p.verifying.is_empty() {
                     MachineStep::Verify
                 } else if d.actions.is_empty() {
-                    if p.ama_installed && d.may_proceed {
+                    if d.may_proceed
+                        && (p.ama_installed || matches!(d.lane, crate::plan::Lane::KeepLegacy(_)))
+                    {
                         MachineStep::WaitForFlip
                     } else {
                         MachineStep::Pending
@@ -1499,16 +1504,13 @@ fn machine_finished(d: &MachineDecision) -> bool {
     if d.done {
         return true;
     }
-    // A source the planner keeps on the retained legacy agent (its stream cannot be flipped)
-    // asks to dissociate a DCR that also carries sources that moved: the engine keeps the DCR
-    // (`choose`), and the ledger judges whether that duplicates anything.
+    // A source that ends on the retained legacy agent (no flip controls it) asks to dissociate
+    // a DCR that also carries sources that moved: one DCR per OS cannot drop it alone, so the
+    // engine keeps the DCR (`choose`) and the ledger judges whether that duplicates anything.
     let kept_on_legacy = |t: DataSourceType| {
-        d.assignments.iter().any(|a| {
-            a.ds_type == t
-                && a.target == Agent::Ama
-                && a.desired_now == Agent::Legacy
-                && a.unservable.is_none()
-        })
+        d.assignments
+            .iter()
+            .any(|a| a.ds_type == t && a.desired_now == Agent::Legacy && a.unservable.is_none())
     };
     d.actions
         .iter()
@@ -1517,7 +1519,7 @@ fn machine_finished(d: &MachineDecision) -> bool {
         && d.lane != crate::plan::Lane::DropLegacy
         && d.assignments.iter().all(|a| {
             if a.target == Agent::Ama {
-                (a.desired_now == Agent::Ama || kept_on_legacy(a.ds_type)) && a.unservable.is_none()
+                a.desired_now == Agent::Ama && a.unservable.is_none()
             } else {
                 a.desired_now == Agent::Legacy
             }
