@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::api::load::load_plan;
-use crate::azure::{ArmClient, ClientConfig, CredentialConfig, CredentialKind, Endpoints};
 use crate::engine::progress::Bars;
 use crate::engine::{Engine, EngineOptions, RunEnd, SystemClock};
 use crate::local::StateStore;
@@ -26,20 +25,8 @@ pub struct MigrateArgs {
     /// workload-identity, managed-identity, client-secret, azure-cli (none: loopback only).
     #[arg(long, env = "AZURE_CREDENTIAL_KIND", default_value = "azure-cli")]
     pub credential: String,
-    /// ARM endpoint (also serves Resource Graph).
-    #[arg(
-        long,
-        env = "AMA_MIGRATOR_ARM_ENDPOINT",
-        default_value = "https://management.azure.com/"
-    )]
-    pub arm_endpoint: url::Url,
-    /// Log Analytics query endpoint.
-    #[arg(
-        long,
-        env = "AMA_MIGRATOR_LOG_ANALYTICS_ENDPOINT",
-        default_value = "https://api.loganalytics.io/"
-    )]
-    pub log_analytics_endpoint: url::Url,
+    #[command(flatten)]
+    pub azure: super::azure_args::AzureEndpointArgs,
     /// Approve the manual gate of this wave (repeatable).
     #[arg(long = "approve", value_name = "WAVE")]
     pub approve: Vec<String>,
@@ -52,13 +39,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.plan)
         .with_context(|| format!("cannot read the plan {}", args.plan.display()))?;
     let plan = load_plan(&text).with_context(|| format!("in {}", args.plan.display()))?;
-    let kind: CredentialKind = args.credential.parse()?;
-    let credential = CredentialConfig::from_env(kind, |k| std::env::var(k).ok())?;
-    let endpoints = Endpoints {
-        arm: args.arm_endpoint.clone(),
-        log_analytics: args.log_analytics_endpoint.clone(),
-    };
-    let client = ArmClient::new(ClientConfig::new(endpoints, credential))?;
+    let client = args.azure.client(&args.credential)?;
     let state = StateStore::open(&args.state)
         .with_context(|| format!("cannot open the state file {}", args.state.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::azure::{ArmClient, ClientConfig, CredentialConfig, CredentialKind, Endpoints};
 use crate::engine::{EngineOptions, SystemClock};
 use crate::operator::controller::Context;
 use crate::operator::leader::{self, Health, LeaderConfig, LeaseTiming, Outcome};
@@ -45,20 +44,8 @@ pub struct RunArgs {
         default_value = "workload-identity"
     )]
     pub credential: String,
-    /// ARM endpoint (also serves Resource Graph); point it at `ama-migrator simulator` to test.
-    #[arg(
-        long,
-        env = "AMA_MIGRATOR_ARM_ENDPOINT",
-        default_value = "https://management.azure.com/"
-    )]
-    pub arm_endpoint: url::Url,
-    /// Log Analytics query endpoint.
-    #[arg(
-        long,
-        env = "AMA_MIGRATOR_LOG_ANALYTICS_ENDPOINT",
-        default_value = "https://api.loganalytics.io/"
-    )]
-    pub log_analytics_endpoint: url::Url,
+    #[command(flatten)]
+    pub azure: super::azure_args::AzureEndpointArgs,
     /// Seconds a leader's claim on the Lease stays valid after its last renewal.
     #[arg(
         long,
@@ -106,17 +93,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         grace: args.lease_grace_seconds,
     }
     .validate()?;
-    let kind: CredentialKind = args
-        .credential
-        .parse()
-        .context("AZURE_CREDENTIAL_KIND / --credential")?;
-    let credential = CredentialConfig::from_env(kind, |k| std::env::var(k).ok())?;
-    let endpoints = Endpoints {
-        arm: args.arm_endpoint.clone(),
-        log_analytics: args.log_analytics_endpoint.clone(),
-    };
-    let arm = ArmClient::new(ClientConfig::new(endpoints, credential))
-        .context("cannot build the Azure client")?;
+    let arm = args.azure.client(&args.credential)?;
     let watch_namespaces: Vec<String> = args
         .watch_namespaces
         .iter()
