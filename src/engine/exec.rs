@@ -311,3 +311,43 @@ pub async fn poll(
         }
     }
 }
+
+/// Whether `act` is already in effect on `machine`, read from ARM. Asked only for a write whose
+/// journal entry was abandoned (the engine stopped after sending it, before the answer was
+/// recorded): if it reached ARM, sending it again would be a needless write. `false` when unsure.
+pub async fn already_done(client: &ArmClient, machine: &ResourceId, act: &Act) -> bool {
+    match act {
+        Act::EnableIdentity => client
+            .get_identity(machine)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|i| i.identity_type)
+            .is_some_and(|t| t.to_ascii_lowercase().contains("systemassigned")),
+        Act::InstallAma { os, .. } => {
+            let ext_type = AgentKind::Ama.extension_type(*os);
+            client
+                .get_extension(machine, ext_type)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|e| e.properties.provisioning_state)
+                .is_some_and(|s| s.eq_ignore_ascii_case("Succeeded"))
+        }
+        Act::Associate { dcr_id, .. } => client
+            .get_association(machine, &association_name(dcr_id))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|a| a.properties.data_collection_rule_id)
+            .is_some_and(|id| id.eq_ignore_ascii_case(dcr_id)),
+        Act::Dissociate { dcr_id, .. } => client
+            .get_association(machine, &association_name(dcr_id))
+            .await
+            .is_ok_and(|a| a.is_none()),
+        Act::RemoveLegacy { extension } => client
+            .get_extension(machine, extension)
+            .await
+            .is_ok_and(|e| e.is_none()),
+    }
+}

@@ -295,9 +295,10 @@ impl MachineRecord {
         a.insert(PROGRESS_ANNOTATION.to_string(), text);
     }
 
-    pub fn mark_blocked(&mut self, message: String, now: Timestamp) {
+    /// `reason` is the condition reason (`reasons::DEALLOCATED`, ...); see `block_reason`.
+    pub fn mark_blocked(&mut self, reason: &str, message: String, now: Timestamp) {
         self.set_step(MachineStep::Blocked, now);
-        self.set_condition(ctypes::BLOCKED, cstatus::TRUE, "Blocked", message);
+        self.set_condition(ctypes::BLOCKED, cstatus::TRUE, reason, message);
     }
 
     pub fn mark_done(&mut self, now: Timestamp) {
@@ -314,5 +315,19 @@ impl MachineRecord {
             reasons::COMPLETED,
             String::new(),
         );
+    }
+}
+
+/// The Blocked condition's reason for the planner's first block reason, so status consumers can
+/// tell a deallocated VM from a missing identity without parsing the message.
+pub fn block_reason(b: &crate::plan::BlockReason) -> &'static str {
+    use crate::plan::BlockReason as B;
+    match b {
+        B::Deallocated => reasons::DEALLOCATED,
+        B::Disconnected => reasons::DISCONNECTED,
+        B::MissingIdentity => reasons::MISSING_IDENTITY,
+        B::ClaimedByOtherPlan(_) => reasons::MACHINE_CLAIMED_TWICE,
+        B::Held => reasons::HELD,
+        B::UnknownOs(_) | B::UnknownKind(_) => ctypes::BLOCKED,
     }
 }

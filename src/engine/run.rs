@@ -1,7 +1,7 @@
 //! The loop: plan → act on machines concurrently → verify in bulk → gates and flips → persist,
 //! until the plan completes, stalls, or the caller stops it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -154,7 +154,8 @@ fn ts(secs: i64) -> Timestamp {
 
 /// One machine's work this pass.
 enum Work {
-    Act(Act),
+    /// `true`: read ARM first, the same write was abandoned at a stop.
+    Act(Act, bool),
     Poll(i64, OperationHandle),
 }
 
@@ -304,16 +305,31 @@ impl Engine {
             .collect();
         // Agents that were there before the plan started count as installed.
         let mut handles: HashMap<i64, OperationHandle> = HashMap::new();
+        let mut recheck: HashSet<(String, String)> = HashSet::new();
         for e in self
             .state
             .in_flight_operations()
             .map_err(EngineError::Store)?
         {
             if let Some(h) = e.handle {
+                // The record may have been saved before the handle reached it: attach it, so the
+                // operation is polled rather than sent again.
+                if let Some(r) = records.get_mut(&e.resource_id.to_ascii_lowercase()) {
+                    if r.progress.in_flight.is_none() {
+                        r.progress.in_flight = Some(InFlight {
+                            journal_id: e.id,
+                            action: e.action.clone(),
+                            poll_at_ms: 0,
+                        });
+                        r.dirty = true;
+                    }
+                }
                 handles.insert(e.id, h);
             } else {
-                // The process died between journaling and sending: the write may or may not have
-                // reached ARM. Abandon the entry; the level-based planner sends it again.
+                // The process died between journaling and the answer: the write may or may not
+                // have reached ARM. Abandon the entry; before the planner's next write of the same
+                // action on this machine, ARM is read and the write skipped if already in effect.
+                recheck.insert((e.resource_id.to_ascii_lowercase(), e.action.clone()));
                 let _ = self.state.finish_operation(
                     e.id,
                     &OperationOutcome::Abandoned {
@@ -525,7 +541,8 @@ impl Engine {
                 match choose(d, rec, m, &dcrs) {
                     Some(act) => {
                         tracing::debug!(machine = %m.name, act = %act.label(), actions = ?d.actions, "write");
-                        work.push((d.key.clone(), Work::Act(act)))
+                        let check = recheck.remove(&(d.key.clone(), act.label()));
+                        work.push((d.key.clone(), Work::Act(act, check)))
                     }
                     None if !d.actions.is_empty() => tracing::trace!(
                         machine = %d.key,
@@ -538,7 +555,7 @@ impl Engine {
             }
             let max_parallel = spec.rollout.max_parallel.max(1) as usize;
             let n_work = work.len();
-            let results: Vec<(String, Option<Act>, WorkResult)> = futures::stream::iter(work)
+            let mut results = futures::stream::iter(work)
                 .map(|(key, w)| async move {
                     let rid = match ResourceId::parse(&key) {
                         Ok(r) => r,
@@ -555,7 +572,11 @@ impl Engine {
                         }
                     };
                     match w {
-                        Work::Act(act) => {
+                        Work::Act(act, check) => {
+                            if check && exec::already_done(&self.client, &rid, &act).await {
+                                tracing::debug!(machine = %key, act = %act.label(), "already in effect after a restart; not sent again");
+                                return (key, Some(act), WorkResult::Done);
+                            }
                             self.writes.fetch_add(1, Ordering::Relaxed);
                             let r =
                                 exec::execute(&self.client, self.state.as_ref(), &rid, &act, now)
@@ -569,15 +590,22 @@ impl Engine {
                         }
                     }
                 })
-                .buffer_unordered(max_parallel)
-                .collect()
-                .await;
-            for (key, act, result) in results {
+                .buffer_unordered(max_parallel);
+            // Each result is saved as it arrives: a stop while other writes are still awaited
+            // must not lose the record of a write the journal already holds as done.
+            while let Some((key, act, result)) = results.next().await {
                 let Some(rec) = records.get_mut(&key) else {
                     continue;
                 };
                 self.apply(rec, act, result, &mut handles, now);
+                rec.encode();
+                rec.object = self
+                    .state
+                    .save_machine(&rec.object)
+                    .map_err(EngineError::Store)?;
+                rec.dirty = false;
             }
+            drop(results);
 
             // ---- verification, in bulk
             let waiting: Vec<Pending> = records
@@ -1025,7 +1053,8 @@ impl Engine {
                     .map(|b| b.to_string())
                     .collect::<Vec<_>>()
                     .join("; ");
-                rec.mark_blocked(msg, now);
+                let reason = super::record::block_reason(&d.blocked[0]);
+                rec.mark_blocked(reason, msg, now);
                 MachineStep::Blocked
             } else if p.failed {
                 MachineStep::Failed
