@@ -61,6 +61,25 @@ async fn delete_data_source(
     client.execute(&req).await.map(|_| ())
 }
 
+/// Whether the dataSource is already in its switched-off state in ARM (`false` when unsure).
+async fn already_disabled(
+    client: &ArmClient,
+    workspace: &ResourceId,
+    name: &str,
+    seen: &WorkspaceDataSource,
+) -> bool {
+    let Ok(now) = client.get_data_source(workspace, name).await else {
+        return false;
+    };
+    match (now, disabled(seen)) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(d), Some(props)) => {
+            disabled(&d).is_some_and(|p| p == d.properties) || d.properties == props
+        }
+    }
+}
+
 fn ds_id(workspace: &ResourceId, name: &str) -> String {
     format!("{workspace}/dataSources/{name}")
 }
@@ -95,9 +114,15 @@ pub async fn flip(
             previous_properties: ds.properties.to_string(),
             changed_at: Time(now),
         };
-        state
+        let fresh = state
             .record_legacy_change(namespace, plan, &setting)
             .map_err(EngineError::Store)?;
+        // An open change already recorded: this dataSource was switched off before (for another
+        // stream it also controls, or before a stop). Read it back rather than write it again.
+        if !fresh && already_disabled(client, workspace, name, ds).await {
+            changed.push(setting);
+            continue;
+        }
         let id = state
             .begin_operation(&setting.resource_id, "FlipLegacy", now)
             .map_err(EngineError::Store)?;
