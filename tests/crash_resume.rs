@@ -14,7 +14,7 @@ use ama_migrator::local::StateStore;
 use scenario_support::{needless_repeats, scenario, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "engine bug: after restarts the run ends with violations > 0 (gaps of 80-260 min on Linux/Windows sources) and, after kills, DCRA PUTs repeated after a 201 (abandoned journal entries resent) and a machine Failed; the workspace dataSource DELETE DataSource_LinuxSyslog_user is sent twice even without stops"]
+#[ignore = "engine bug: after stops (hook stops alone suffice) the run ends with violations > 0: gaps of ~70-110 min on IisLogs of web machines and on Windows SecurityEvents/EventLogs/PerformanceCounters of a few machines (vm-dc-0077, vm-dns-0084, vm-app-0170, ...); needless repeats are 0 since 605a516/4c6e288"]
 async fn a_300_machine_run_stopped_at_20_points_completes_without_needless_writes() {
     let dir = std::env::temp_dir().join(format!("crash-resume-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

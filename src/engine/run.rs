@@ -473,6 +473,8 @@ impl Engine {
                             }
                         }
                         prec.flipped.insert(*t);
+                        // Saved per flip: a stop during the next flip must not forget this one.
+                        self.save_plan(&mut plan_obj, &prec)?;
                         self.event_plan(
                             &plan_obj,
                             "LegacyStreamFlipped",
@@ -492,6 +494,7 @@ impl Engine {
                         )
                         .await?;
                         prec.flipped.remove(t);
+                        self.save_plan(&mut plan_obj, &prec)?;
                         self.event_plan(
                             &plan_obj,
                             "LegacyStreamRestored",
