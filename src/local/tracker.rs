@@ -268,6 +268,32 @@ pub fn summarize<'a>(machines: impl IntoIterator<Item = &'a MachineMigration>) -
     s
 }
 
+/// One table of grouped machines (failures by code, blocks by reason); nothing when empty.
+fn push_group_table<'a, M: std::fmt::Display>(
+    out: &mut String,
+    title: &str,
+    groups: impl ExactSizeIterator<Item = (&'a String, M, &'a String, &'a Vec<String>)>,
+) {
+    if groups.len() == 0 {
+        return;
+    }
+    out.push('\n');
+    let mut rows = vec![
+        [title, "MACHINES", "MESSAGE", "EXAMPLES"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for (key, machines, message, examples) in groups {
+        rows.push(vec![
+            key.clone(),
+            machines.to_string(),
+            message.clone(),
+            examples.join(", "),
+        ]);
+    }
+    out.push_str(&render_columns(&rows));
+}
+
 /// Left-aligned columns, two spaces apart.
 pub fn render_columns(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
@@ -384,40 +410,20 @@ pub fn render_table(s: &TrackerSummary) -> String {
             .collect();
         let _ = writeln!(out, "\nSteps: {}", steps.join(", "));
     }
-    if !s.failures.is_empty() {
-        out.push('\n');
-        let mut rows = vec![
-            ["FAILED (CODE)", "MACHINES", "MESSAGE", "EXAMPLES"]
-                .map(String::from)
-                .to_vec(),
-        ];
-        for f in &s.failures {
-            rows.push(vec![
-                f.code.clone(),
-                f.machines.to_string(),
-                f.message.clone(),
-                f.examples.join(", "),
-            ]);
-        }
-        out.push_str(&render_columns(&rows));
-    }
-    if !s.blocks.is_empty() {
-        out.push('\n');
-        let mut rows = vec![
-            ["BLOCKED (REASON)", "MACHINES", "MESSAGE", "EXAMPLES"]
-                .map(String::from)
-                .to_vec(),
-        ];
-        for b in &s.blocks {
-            rows.push(vec![
-                b.reason.clone(),
-                b.machines.to_string(),
-                b.message.clone(),
-                b.examples.join(", "),
-            ]);
-        }
-        out.push_str(&render_columns(&rows));
-    }
+    push_group_table(
+        &mut out,
+        "FAILED (CODE)",
+        s.failures
+            .iter()
+            .map(|f| (&f.code, f.machines, &f.message, &f.examples)),
+    );
+    push_group_table(
+        &mut out,
+        "BLOCKED (REASON)",
+        s.blocks
+            .iter()
+            .map(|b| (&b.reason, b.machines, &b.message, &b.examples)),
+    );
     out
 }
 
