@@ -101,8 +101,9 @@ pub struct Context {
     pub restart_after: Duration,
     runners: Mutex<HashMap<(String, String), Runner>>,
     epochs: Mutex<HashMap<(String, String), u64>>,
-    plan_trigger: tokio::sync::mpsc::UnboundedSender<()>,
-    plan_trigger_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
+    /// An engine ended or a person steered a machine: re-reconcile every plan. A broadcast, so
+    /// the controllers can be started again after a pause in leadership.
+    plan_trigger: tokio::sync::broadcast::Sender<()>,
     /// Namespaces the controllers watch; empty: every namespace (cluster-wide RBAC).
     watch_namespaces: Vec<String>,
     /// `true` once every reflector of [`run_controllers`] listed its objects (readiness).
@@ -126,7 +127,7 @@ impl Context {
             },
         );
         metrics.observe_arm_client(arm.clone());
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _) = tokio::sync::broadcast::channel(64);
         Arc::new(Self {
             client,
             recorder,
@@ -138,7 +139,6 @@ impl Context {
             runners: Mutex::new(HashMap::new()),
             epochs: Mutex::new(HashMap::new()),
             plan_trigger: tx,
-            plan_trigger_rx: Mutex::new(Some(rx)),
             watch_namespaces: Vec::new(),
             caches_synced: tokio::sync::watch::Sender::new(false),
         })
@@ -186,6 +186,27 @@ impl Context {
         for k in keys {
             self.stop_runner(&k).await;
         }
+    }
+
+    /// Stop every engine at once, without waiting for its pass (an engine that did not stop
+    /// within the grace while this replica may no longer lead).
+    pub fn abort_all(&self) {
+        for (_, r) in self.runners().drain() {
+            r.stop.store(true, Ordering::Relaxed);
+            r.task.abort();
+        }
+    }
+
+    /// The plans (namespace, name) whose engine task is running now.
+    pub fn running_plans(&self) -> Vec<(String, String)> {
+        let mut v: Vec<_> = self
+            .runners()
+            .iter()
+            .filter(|(_, r)| !r.task.is_finished())
+            .map(|(k, _)| k.clone())
+            .collect();
+        v.sort();
+        v
     }
 
     async fn publish(&self, plan: &MigrationPlan, type_: EventType, reason: &str, note: String) {
@@ -660,21 +681,8 @@ pub async fn run_controllers(
     } else {
         ctx.watch_namespaces.iter().cloned().map(Some).collect()
     };
-    // One engine ending re-reconciles every plan of every scope: fan the trigger out.
-    let (fan_tx, _) = tokio::sync::broadcast::channel::<()>(64);
-    let rx = ctx
-        .plan_trigger_rx
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-    if let Some(mut rx) = rx {
-        let fan = fan_tx.clone();
-        tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                let _ = fan.send(());
-            }
-        });
-    }
+    // One engine ending re-reconciles every plan of every scope.
+    let fan_tx = ctx.plan_trigger.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;

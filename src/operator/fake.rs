@@ -52,6 +52,9 @@ struct Store {
     history: VecDeque<WatchEvent>,
     requests: Vec<RecordedRequest>,
     record_requests: bool,
+    /// Resources (plural, e.g. `leases`) whose every request fails with this status: an API
+    /// server the operator can no longer reach for them.
+    failing: BTreeMap<String, u16>,
 }
 
 struct Shared {
@@ -116,6 +119,7 @@ fn kind_of(resource: &str) -> &'static str {
         "configmaps" => "ConfigMap",
         "events" => "Event",
         "leases" => "Lease",
+        "secrets" => "Secret",
         _ => "Object",
     }
 }
@@ -449,6 +453,16 @@ impl FakeApiServer {
         self.store().record_requests = on;
     }
 
+    /// Fail every request for `resource` (plural, e.g. `"leases"`) with `status` (`None`: serve
+    /// it again). Watches of it end and cannot be re-established.
+    pub fn fail_resource(&self, resource: &str, status: Option<u16>) {
+        let mut store = self.store();
+        match status {
+            Some(code) => store.failing.insert(resource.to_string(), code),
+            None => store.failing.remove(resource),
+        };
+    }
+
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.store().requests.clone()
     }
@@ -523,6 +537,21 @@ async fn handle(
             json!({"kind": "Status", "code": 404, "message": "unknown path"}),
         );
     };
+    let failing = shared
+        .store
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .failing
+        .get(&t.resource)
+        .copied();
+    if let Some(code) = failing {
+        let (code, body) = status_error(
+            code,
+            "ServiceUnavailable",
+            format!("{} are unavailable (fault injected)", t.resource),
+        );
+        return json_response(code, body);
+    }
     let watch = matches!(query_param(&query, "watch").as_deref(), Some("true" | "1"));
     if method == Method::GET && watch {
         return watch_response(&shared, &t, &query);
