@@ -167,6 +167,11 @@ const CALL_SITES: &[(&str, &str, &[Call])] = &[
     ("src/azure/insights.rs", "put_data_collection_rule", PUT_DCR),
     (
         "src/azure/insights.rs",
+        "delete_dcr",
+        &[arm("DELETE", DCR, INSIGHTS)],
+    ),
+    (
+        "src/azure/insights.rs",
         "put_association",
         &[
             arm("PUT", VM_DCRA, INSIGHTS),

@@ -248,6 +248,7 @@ async fn every_request_the_client_sends_validates_against_its_operation() {
         c.list_associations(machine).await.unwrap();
         c.delete_association(machine, "ama-migrator").await.unwrap();
     }
+    c.delete_dcr(&dcr_id).await.unwrap();
 
     c.list_data_sources(&ws, "WindowsEvent").await.unwrap();
     let ds = c
@@ -441,6 +442,16 @@ async fn every_exchange_between_client_and_simulator_validates() {
         c.list_associations(machine).await.unwrap();
         c.delete_association(machine, "ama-migrator").await.unwrap();
     }
+    assert!(
+        c.delete_dcr(&dcr_id).await.unwrap(),
+        "an existing DCR is deleted (200)"
+    );
+    assert!(
+        !c.delete_dcr(&dcr_id).await.unwrap(),
+        "a deleted DCR is already gone (204)"
+    );
+    let gone: Option<DataCollectionRule> = c.get_dcr(&dcr_id).await.unwrap();
+    assert!(gone.is_none(), "a deleted DCR reads as absent");
     for kind in ["WindowsEvent", "LinuxSyslog"] {
         c.list_data_sources(&ws, kind).await.unwrap();
     }

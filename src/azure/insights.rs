@@ -60,6 +60,23 @@ impl ArmClient {
         self.put_plain(url, dcr.subscription(), rule).await
     }
 
+    /// Deletes a DCR (synchronous): `Ok(true)` when it existed (200), `Ok(false)` when it was
+    /// already gone (204 or 404). Used by a whole-plan rollback for the DCRs the plan owns.
+    pub async fn delete_dcr(&self, dcr: &ResourceId) -> Result<bool, AzureError> {
+        require_dcr(dcr)?;
+        let url = self.arm_url(dcr.as_str(), INSIGHTS, &[])?;
+        let req = self.arm_request(
+            reqwest::Method::DELETE,
+            url,
+            dcr.subscription(),
+            BucketClass::Delete,
+            &[],
+            None,
+        );
+        let resp = self.execute(&req).await?;
+        Ok(resp.status == 200)
+    }
+
     /// GET a DCR as the shared wire type.
     pub async fn get_data_collection_rule(
         &self,
