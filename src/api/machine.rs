@@ -138,6 +138,10 @@ pub enum MachineStep {
     Failed,
     Blocked,
     RollingBack,
+    // Rolled back on request: the migrator's DCR associations and AMA install are removed and
+    // the legacy path is kept. Final until the rollback is cleared (the plan then re-migrates).
+    // (A plain comment: a doc comment on one variant changes the generated CRD enum's shape.)
+    RolledBack,
 }
 
 /// Which agents delivered one data source during the last observation.

@@ -521,6 +521,8 @@ pub enum WavePhase {
     AwaitingApproval,
     Completed,
     Failed,
+    // Rolled back on request; the plan is paused until the rollback is cleared.
+    RolledBack,
 }
 
 /// Where the fleet stands, per (machine) and per sender.

@@ -151,7 +151,8 @@ enum Phase {
 
 fn phase(step: MachineStep) -> Phase {
     match step {
-        MachineStep::Pending => Phase::Pending,
+        // Rolled back: on the legacy path again, as before the migration started.
+        MachineStep::Pending | MachineStep::RolledBack => Phase::Pending,
         MachineStep::Done => Phase::Done,
         MachineStep::Failed => Phase::Failed,
         MachineStep::Blocked => Phase::Blocked,
