@@ -74,12 +74,42 @@ pub struct MigrationPlanSpec {
     /// Whether the controller may enable a system-assigned identity where AMA needs one.
     #[serde(default)]
     pub identity: IdentityPolicy,
+    /// The Azure identity this plan acts as; default: the operator's own (workload identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<PlanAzure>,
     /// Stop admitting machines; in-flight steps finish.
     #[serde(default)]
     pub paused: bool,
     /// Compute and report decisions without changing anything in Azure.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+/// The Azure identity of one plan, from the plan's own namespace. Set one of the two.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.credentialsSecretRef) && has(self.clientId))").message("spec.azure: set credentialsSecretRef or clientId, not both"))]
+pub struct PlanAzure {
+    /// A Secret in the plan's namespace: `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and
+    /// `AZURE_CLIENT_SECRET` (a service principal), or `AZURE_CLIENT_ID` (and optionally
+    /// `AZURE_TENANT_ID`) alone for an Entra identity federated with the operator's
+    /// ServiceAccount (workload identity). The operator needs `get` on Secrets there
+    /// (chart value `rbac.secretAccess`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretReference>,
+    /// Client ID of an Entra identity (e.g. a user-assigned managed identity) federated with the
+    /// operator's ServiceAccount: the operator's workload-identity token is exchanged for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[0-9a-fA-F-]+$"))]
+    pub client_id: Option<String>,
+}
+
+/// A Secret of the plan's own namespace, by name.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretReference {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// The proof-of-concept workspace.

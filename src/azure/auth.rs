@@ -10,6 +10,7 @@ use azure_core::time::OffsetDateTime;
 use azure_identity::{
     AzureCliCredential, ClientSecretCredential, ManagedIdentityCredential,
     ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential,
+    WorkloadIdentityCredentialOptions,
 };
 use tokio::sync::Mutex;
 
@@ -75,6 +76,23 @@ impl Authenticator {
                         .map_err(|e| credential_error("workload-identity", "", e))?,
                 ),
             ),
+            CredentialConfig::WorkloadIdentityFor {
+                client_id,
+                tenant_id,
+            } => {
+                let options = WorkloadIdentityCredentialOptions {
+                    client_id: Some(client_id.clone()),
+                    tenant_id: tenant_id.clone(),
+                    ..Default::default()
+                };
+                (
+                    "workload-identity",
+                    Some(
+                        WorkloadIdentityCredential::new(Some(options))
+                            .map_err(|e| credential_error("workload-identity", "", e))?,
+                    ),
+                )
+            }
             CredentialConfig::ManagedIdentity { client_id } => {
                 let options = ManagedIdentityCredentialOptions {
                     user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),

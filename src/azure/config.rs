@@ -82,6 +82,13 @@ impl fmt::Debug for SecretString {
 pub enum CredentialConfig {
     /// AKS workload identity: AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE.
     WorkloadIdentity,
+    /// Workload identity exchanged for another Entra identity than the pod's: the projected
+    /// token of AZURE_FEDERATED_TOKEN_FILE, presented for `client_id` (which must trust the
+    /// operator's ServiceAccount) in `tenant_id` (default AZURE_TENANT_ID). A plan's own identity.
+    WorkloadIdentityFor {
+        client_id: String,
+        tenant_id: Option<String>,
+    },
     /// IMDS / App Service managed identity; `client_id` selects a user-assigned identity.
     ManagedIdentity { client_id: Option<String> },
     ClientSecret {

@@ -28,6 +28,7 @@ use crate::api::{MachineMigration, MigrationPlan};
 use crate::azure::{ArmClient, ResourceId};
 use crate::engine::{Clock, Engine, EngineOptions, RunEnd};
 
+use super::credentials::{self, ArmFactory, CredentialCache, CredentialProblem, Resolved};
 use super::metrics::{ControllerLabels, ErrorLabels, Metrics};
 use super::state::{KubeState, steering};
 use super::{CONTROLLER_NAME, FIELD_MANAGER, FINALIZER, plan_annotations};
@@ -77,6 +78,9 @@ struct RunConfig {
     approvals: Vec<String>,
     /// Bumped by the machine controller when a person changed a machine's annotations.
     restart_epoch: u64,
+    /// The plan's credential (Secret name + resourceVersion, client ID, or empty for the
+    /// operator's own): a rotated Secret restarts the engine with a new client.
+    credential: String,
 }
 
 struct Runner {
@@ -108,6 +112,9 @@ pub struct Context {
     watch_namespaces: Vec<String>,
     /// `true` once every reflector of [`run_controllers`] listed its objects (readiness).
     caches_synced: tokio::sync::watch::Sender<bool>,
+    /// ARM clients of plans with their own credentials (`spec.azure`).
+    credentials: CredentialCache,
+    arm_factory: ArmFactory,
 }
 
 impl Context {
@@ -128,6 +135,7 @@ impl Context {
         );
         metrics.observe_arm_client(arm.clone());
         let (tx, _) = tokio::sync::broadcast::channel(64);
+        let arm_factory = credentials::factory_from(&arm);
         Arc::new(Self {
             client,
             recorder,
@@ -141,7 +149,35 @@ impl Context {
             plan_trigger: tx,
             watch_namespaces: Vec::new(),
             caches_synced: tokio::sync::watch::Sender::new(false),
+            credentials: CredentialCache::default(),
+            arm_factory,
         })
+    }
+
+    /// Build plans' own ARM clients with `factory` instead of the operator's configuration with
+    /// another credential (tests: a simulator needs no token). Call before the context is shared.
+    pub fn with_arm_factory(mut self: Arc<Self>, factory: ArmFactory) -> Arc<Self> {
+        if let Some(ctx) = Arc::get_mut(&mut self) {
+            ctx.arm_factory = factory;
+        }
+        self
+    }
+
+    async fn resolve_arm(&self, plan: &MigrationPlan) -> Result<Resolved, CredentialProblem> {
+        let r = self
+            .credentials
+            .resolve(&self.client, plan, &self.arm, &self.arm_factory)
+            .await?;
+        if r.new {
+            self.metrics.observe_plan_arm_client(r.client.clone());
+        }
+        Ok(r)
+    }
+
+    /// The ARM client `plan` acts through: the operator's, or the one of the plan's own
+    /// credentials (`spec.azure`), cached until its Secret changes.
+    pub async fn arm_for(&self, plan: &MigrationPlan) -> Result<ArmClient, CredentialProblem> {
+        Ok(self.resolve_arm(plan).await?.client)
     }
 
     /// Watch only these namespaces (namespaced RBAC); empty means every namespace. Call before
@@ -349,10 +385,16 @@ async fn apply_plan(plan: Arc<MigrationPlan>, ctx: Arc<Context>) -> Result<Actio
         }
         return Ok(Action::await_change());
     }
+    let resolved = match ctx.resolve_arm(&plan).await {
+        Ok(r) => r,
+        Err(problem) => return credentials_unavailable(&ctx, &plan, problem).await,
+    };
+    credentials_available(&ctx, &plan).await?;
     let config = RunConfig {
         generation: plan.metadata.generation,
         approvals: approvals(&plan),
         restart_epoch: ctx.epoch(&key),
+        credential: resolved.fingerprint.clone(),
     };
     let (running_same, ended) = {
         let runners = ctx.runners();
@@ -396,7 +438,7 @@ async fn apply_plan(plan: Arc<MigrationPlan>, ctx: Arc<Context>) -> Result<Actio
     }
     let resuming = ctx.runners().contains_key(&key);
     ctx.stop_runner(&key).await;
-    start_runner(&ctx, plan.clone(), config).await?;
+    start_runner(&ctx, plan.clone(), config, resolved.client).await?;
     if !resuming {
         ctx.publish(
             &plan,
@@ -412,10 +454,98 @@ async fn apply_plan(plan: Arc<MigrationPlan>, ctx: Arc<Context>) -> Result<Actio
     Ok(Action::requeue(Duration::from_secs(60)))
 }
 
+/// The plan names credentials that cannot be used: stop its engine (it must not go on acting
+/// with withdrawn credentials), say why in a Blocked condition and one Warning event, and look
+/// again later (Secrets are read, never watched: no list/watch on Secrets is granted).
+async fn credentials_unavailable(
+    ctx: &Context,
+    plan: &MigrationPlan,
+    problem: CredentialProblem,
+) -> Result<Action, Error> {
+    let key = key_of(plan);
+    ctx.stop_runner(&key).await;
+    let message = problem.to_string();
+    let already = blocked_by_credentials(plan).is_some_and(|m| m == message);
+    patch_plan_status(ctx, plan, |s| {
+        conditions::set_condition(
+            &mut s.conditions,
+            ctypes::BLOCKED,
+            cstatus::TRUE,
+            credentials::REASON_UNAVAILABLE,
+            message.clone(),
+            plan.metadata.generation,
+            now(),
+        );
+        conditions::set_condition(
+            &mut s.conditions,
+            ctypes::PROGRESSING,
+            cstatus::FALSE,
+            credentials::REASON_UNAVAILABLE,
+            "waiting for the plan's Azure credentials (see the Blocked condition)",
+            plan.metadata.generation,
+            now(),
+        );
+    })
+    .await?;
+    if !already {
+        tracing::warn!(namespace = %key.0, plan = %key.1, problem = %message, "plan credentials unavailable");
+        ctx.publish(
+            plan,
+            EventType::Warning,
+            credentials::REASON_UNAVAILABLE,
+            message,
+        )
+        .await;
+    }
+    Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+/// The message of a Blocked condition this controller set for credentials, if any.
+fn blocked_by_credentials(plan: &MigrationPlan) -> Option<&str> {
+    plan.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| {
+            c.type_ == ctypes::BLOCKED
+                && c.status == cstatus::TRUE
+                && c.reason == credentials::REASON_UNAVAILABLE
+        })
+        .map(|c| c.message.as_str())
+}
+
+/// Clear a credentials Blocked condition once they can be used again.
+async fn credentials_available(ctx: &Context, plan: &MigrationPlan) -> Result<(), Error> {
+    if blocked_by_credentials(plan).is_none() {
+        return Ok(());
+    }
+    patch_plan_status(ctx, plan, |s| {
+        conditions::set_condition(
+            &mut s.conditions,
+            ctypes::BLOCKED,
+            cstatus::FALSE,
+            credentials::REASON_AVAILABLE,
+            "the plan's Azure credentials can be read",
+            plan.metadata.generation,
+            now(),
+        );
+    })
+    .await?;
+    ctx.publish(
+        plan,
+        EventType::Normal,
+        credentials::REASON_AVAILABLE,
+        "the plan's Azure credentials can be read; resuming".into(),
+    )
+    .await;
+    Ok(())
+}
+
 async fn start_runner(
     ctx: &Arc<Context>,
     plan: Arc<MigrationPlan>,
     config: RunConfig,
+    arm: ArmClient,
 ) -> Result<(), Error> {
     let key = key_of(plan.as_ref());
     let state = KubeState::new(
@@ -431,7 +561,7 @@ async fn start_runner(
     })?;
     let mut options = ctx.engine_options.clone();
     options.approvals.extend(config.approvals.iter().cloned());
-    let engine = Engine::new(ctx.arm.clone(), Arc::new(state), ctx.clock.clone(), options);
+    let engine = Engine::new(arm, Arc::new(state), ctx.clock.clone(), options);
     let stop = engine.stop.clone();
     let end = Arc::new(Mutex::new(None));
     let steering_now = machine_steering(ctx, &key).await;

@@ -53,17 +53,49 @@ struct ArmLabels {
     status: String,
 }
 
-/// Reads the ARM client's own counters at scrape time, so nothing is counted twice.
+/// Reads the ARM clients' own counters at scrape time, so nothing is counted twice: the
+/// operator's client and every plan's own (plan credentials), summed.
 #[derive(Debug, Default)]
 struct ArmCollector {
     client: Mutex<Option<ArmClient>>,
+    /// Clients of plans with their own credentials; kept after a credential rotation so the
+    /// counters never go down.
+    plan_clients: Mutex<Vec<ArmClient>>,
+}
+
+impl ArmCollector {
+    fn snapshot(&self) -> Option<crate::azure::MetricsSnapshot> {
+        let base = self
+            .client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(ArmClient::metrics);
+        let plans = self.plan_clients.lock().unwrap_or_else(|e| e.into_inner());
+        if base.is_none() && plans.is_empty() {
+            return None;
+        }
+        let mut sum = base.unwrap_or_default();
+        for c in plans.iter() {
+            let s = c.metrics();
+            sum.reads += s.reads;
+            sum.writes += s.writes;
+            sum.deletes += s.deletes;
+            sum.throttled += s.throttled;
+            sum.retries += s.retries;
+            sum.network_errors += s.network_errors;
+            for (k, n) in s.by_status {
+                *sum.by_status.entry(k).or_default() += n;
+            }
+        }
+        Some(sum)
+    }
 }
 
 impl Collector for ArmCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let snapshot = match &*self.client.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(c) => c.metrics(),
-            None => return Ok(()),
+        let Some(snapshot) = self.snapshot() else {
+            return Ok(());
         };
         let requests = ConstCounter::new(0u64);
         let mut family = encoder.encode_descriptor(
@@ -187,6 +219,15 @@ impl Metrics {
     /// Report this client's request counters under `ama_migrator_arm_*`.
     pub fn observe_arm_client(&self, client: ArmClient) {
         *self.arm.client.lock().unwrap_or_else(|e| e.into_inner()) = Some(client);
+    }
+
+    /// Also report a plan's own client (built from the plan's credentials).
+    pub fn observe_plan_arm_client(&self, client: ArmClient) {
+        self.arm
+            .plan_clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(client);
     }
 
     /// Set the machines-by-step gauges of one plan (steps missing from `counts` go to zero).

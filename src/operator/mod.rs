@@ -6,6 +6,7 @@
 //! * [`controller`]: the plan controller (finalizer, one engine task per plan, pause/approve,
 //!   deletion) and the machine controller (hold/retry/skip annotations → events and a restart
 //!   of the plan's engine, which honours them when it loads its machines).
+//! * [`credentials`]: a plan's own Azure identity (a Secret or a client ID of its namespace).
 //! * [`state`]: the engine's state over the API (SSA children, status subresource, events).
 //! * [`rbac`]: every (apiGroup, resource, verbs) the code uses — the chart's RBAC is tested
 //!   against it.
@@ -14,6 +15,7 @@
 //! * [`fake`]: an in-process API server for tests and the memory benchmark.
 
 pub mod controller;
+pub mod credentials;
 pub mod fake;
 pub mod leader;
 pub mod metrics;

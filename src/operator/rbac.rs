@@ -73,6 +73,29 @@ pub const REQUIRED_RULES: &[Rule] = &[
     },
 ];
 
+/// A rule the code uses only when a feature is on, with the chart value that grants it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionalRule {
+    /// The Helm value (`rbac.secretAccess`) under which the chart grants the rule.
+    pub chart_value: &'static str,
+    pub rule: Rule,
+}
+
+/// Calls made only for some plans:
+/// * secrets: `get` of the one Secret a plan names in `spec.azure.credentialsSecretRef`, in the
+///   plan's namespace, on each reconcile of that plan (never list or watch: the operator does not
+///   cache Secrets, so it cannot read one no plan names). Without the grant such a plan is
+///   Blocked with a condition saying to set the chart value.
+pub const OPTIONAL_RULES: &[OptionalRule] = &[OptionalRule {
+    chart_value: "rbac.secretAccess",
+    rule: Rule {
+        api_group: "",
+        resource: "secrets",
+        verbs: &["get"],
+        scope: RuleScope::Cluster,
+    },
+}];
+
 /// The verbs required on `(api_group, resource)`, if the code uses that resource at all.
 pub fn verbs_for(api_group: &str, resource: &str) -> Option<&'static [&'static str]> {
     REQUIRED_RULES
@@ -105,5 +128,22 @@ mod tests {
             "the operator never PUTs a plan (GitOps must see no drift)"
         );
         assert_eq!(verbs_for("", "secrets"), None);
+    }
+
+    #[test]
+    fn secrets_are_only_read_one_by_name() {
+        let secrets: Vec<_> = OPTIONAL_RULES
+            .iter()
+            .filter(|o| o.rule.resource == "secrets")
+            .collect();
+        assert_eq!(secrets.len(), 1);
+        assert_eq!(secrets[0].rule.verbs, &["get"], "no list/watch of Secrets");
+        assert_eq!(secrets[0].chart_value, "rbac.secretAccess");
+        let chart = include_str!("../../charts/ama-migrator/templates/rbac.yaml");
+        assert!(
+            chart.contains("{{- if .Values.rbac.secretAccess }}")
+                && chart.contains("resources: [\"secrets\"]\n  verbs: [\"get\"]"),
+            "the chart grants exactly get on secrets under rbac.secretAccess"
+        );
     }
 }
