@@ -1,0 +1,297 @@
+//! A plan with its own Azure credentials (`spec.azure.credentialsSecretRef`), against the
+//! in-process fake API server and the simulator: a missing Secret, then a Secret missing a key,
+//! give the plan a Blocked condition and a Warning event naming the Secret and the key, and no
+//! engine runs; with a complete Secret the plan migrates through a client built from exactly
+//! those values. The secret value never appears in anything the operator wrote.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ama_migrator::azure::CredentialConfig;
+use ama_migrator::engine::{Clock, EngineOptions, SimulateOptions};
+use ama_migrator::operator::controller::{Context, run_controllers};
+use ama_migrator::operator::fake::FakeApiServer;
+use ama_migrator::operator::metrics::Metrics;
+use ama_migrator::sim::{Scenario, SimHandle};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+
+const NS: &str = "team-a";
+const PLANS: &str = "/apis/amamigrator.io/v1alpha1/migrationplans";
+const MACHINES: &str = "/apis/amamigrator.io/v1alpha1/machinemigrations";
+const EVENTS: &str = "/apis/events.k8s.io/v1/events";
+const SECRET_VALUE: &str = "s3cr3t-Value-never-shown";
+
+struct SimClock(Arc<SimHandle>);
+
+impl Clock for SimClock {
+    fn now(&self) -> Timestamp {
+        self.0.now().parse().unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+}
+
+fn condition(obj: &Value, type_: &str) -> Option<Value> {
+    obj.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+}
+
+async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn secret(data: &[(&str, &str)]) -> Secret {
+    let mut s = Secret::default();
+    s.metadata.name = Some("azure-sp".into());
+    s.metadata.namespace = Some(NS.into());
+    s.data = Some(
+        data.iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+            .collect::<BTreeMap<_, _>>(),
+    );
+    s
+}
+
+/// A person touches the plan (`kubectl annotate`): Secrets are not watched, so this makes the
+/// operator look again now rather than at its 30-second requeue.
+async fn nudge(plans: &Api<ama_migrator::api::MigrationPlan>, n: u32) {
+    plans
+        .patch(
+            "fleet",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"example.com/nudge": n.to_string()}}}),
+            ),
+        )
+        .await
+        .unwrap();
+}
+
+fn blocked_by_credentials(fake: &FakeApiServer) -> Option<String> {
+    let plan = fake.object(PLANS, NS, "fleet")?;
+    let c = condition(&plan, "Blocked")?;
+    (c["status"] == "True" && c["reason"] == "CredentialsUnavailable")
+        .then(|| c["message"].as_str().unwrap_or("").to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plan_acts_with_the_secret_of_its_namespace_and_is_blocked_without_it() {
+    let simulation = ama_migrator::engine::simulate::Simulation::start(SimulateOptions {
+        scenario: Scenario {
+            machines: 12,
+            time_scale: 3000.0,
+            ..Scenario::default()
+        },
+        ..SimulateOptions::default()
+    })
+    .await
+    .unwrap();
+    let fake = FakeApiServer::start().await.unwrap();
+    let client = fake.client(NS).unwrap();
+
+    let mut plan = serde_json::to_value(&simulation.plan).unwrap();
+    plan["metadata"]["namespace"] = json!(NS);
+    plan["metadata"]["name"] = json!("fleet");
+    plan["metadata"]["annotations"]["amamigrator.io/approve-wave"] = json!("canary, medium");
+    plan["spec"]["azure"] = json!({"credentialsSecretRef": {"name": "azure-sp"}});
+    let created = fake
+        .create(
+            &format!("/apis/amamigrator.io/v1alpha1/namespaces/{NS}/migrationplans"),
+            NS,
+            plan,
+        )
+        .unwrap();
+    let spec_before = created["spec"].clone();
+
+    // Plans' own clients are built by this factory: it records the credential the operator
+    // read and hands out the simulator's client (the simulator needs no token).
+    let seen: Arc<Mutex<Vec<CredentialConfig>>> = Arc::default();
+    let sim_client = simulation.client.clone();
+    let record = seen.clone();
+    let factory: ama_migrator::operator::credentials::ArmFactory = Arc::new(move |c| {
+        record.lock().unwrap().push(c);
+        Ok(sim_client.clone())
+    });
+    let options = EngineOptions {
+        tick: Duration::from_millis(20),
+        verify_interval: Duration::from_secs(180),
+        poll_interval: Duration::from_secs(30),
+        stall_after: Duration::from_secs(45 * 60),
+        ..EngineOptions::default()
+    };
+    // The operator's own client points nowhere: only the plan's client may reach the simulator.
+    let operator_arm = ama_migrator::azure::ArmClient::new(ama_migrator::azure::ClientConfig::new(
+        ama_migrator::azure::Endpoints::single("http://127.0.0.1:9/".parse().unwrap()),
+        CredentialConfig::None,
+    ))
+    .unwrap();
+    let ctx = Context::new(
+        client.clone(),
+        Arc::new(Metrics::new()),
+        operator_arm,
+        Arc::new(SimClock(simulation.sim.clone())),
+        options,
+        Some("test-pod".into()),
+    )
+    .with_arm_factory(factory);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controllers = tokio::spawn(run_controllers(ctx.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+    let plans: Api<ama_migrator::api::MigrationPlan> = Api::namespaced(client.clone(), NS);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+
+    // 1. The Secret does not exist.
+    wait_for("Blocked: Secret missing", Duration::from_secs(20), || {
+        blocked_by_credentials(&fake)
+            .is_some_and(|m| m.contains("team-a/azure-sp") && m.contains("does not exist"))
+    })
+    .await;
+    let plan = fake.object(PLANS, NS, "fleet").unwrap();
+    assert_eq!(condition(&plan, "Progressing").unwrap()["status"], "False");
+    assert!(
+        ctx.running_plans().is_empty(),
+        "no engine without credentials"
+    );
+    assert!(
+        fake.objects(MACHINES).is_empty(),
+        "nothing migrated without credentials"
+    );
+    let warnings = |reason: &str| {
+        fake.objects(EVENTS)
+            .iter()
+            .filter(|e| e["type"] == "Warning" && e["reason"] == reason)
+            .map(|e| e["note"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        warnings("CredentialsUnavailable")
+            .iter()
+            .any(|n| n.contains("team-a/azure-sp")),
+        "{:?}",
+        warnings("CredentialsUnavailable")
+    );
+
+    // 2. The Secret exists but lacks AZURE_CLIENT_ID.
+    secrets
+        .create(
+            &Default::default(),
+            &secret(&[
+                ("AZURE_TENANT_ID", "tenant-1"),
+                ("AZURE_CLIENT_SECRET", SECRET_VALUE),
+            ]),
+        )
+        .await
+        .unwrap();
+    nudge(&plans, 1).await;
+    wait_for("Blocked: key missing", Duration::from_secs(20), || {
+        blocked_by_credentials(&fake).is_some_and(|m| m.contains("has no key AZURE_CLIENT_ID"))
+    })
+    .await;
+    assert!(ctx.running_plans().is_empty());
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "no client built from an incomplete Secret"
+    );
+
+    // 3. The Secret is complete: the plan proceeds with a client of exactly these values.
+    secrets
+        .patch(
+            "azure-sp",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"AZURE_CLIENT_ID": "Y2xpZW50LTE="}})), // client-1
+        )
+        .await
+        .unwrap();
+    nudge(&plans, 2).await;
+    wait_for("the plan to be Ready", Duration::from_secs(150), || {
+        fake.object(PLANS, NS, "fleet")
+            .and_then(|p| condition(&p, "Ready").map(|c| c["status"] == "True"))
+            .unwrap_or(false)
+    })
+    .await;
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen.len(),
+            1,
+            "one client per Secret version, reused across reconciles"
+        );
+        match &seen[0] {
+            CredentialConfig::ClientSecret {
+                tenant_id,
+                client_id,
+                secret,
+            } => {
+                assert_eq!(
+                    (tenant_id.as_str(), client_id.as_str()),
+                    ("tenant-1", "client-1")
+                );
+                assert_eq!(secret.expose(), SECRET_VALUE);
+            }
+            other => panic!("expected a service principal, got {other:?}"),
+        }
+    }
+    let plan = fake.object(PLANS, NS, "fleet").unwrap();
+    assert_eq!(plan["status"]["phase"], "Completed", "{:#}", plan["status"]);
+    assert!(
+        blocked_by_credentials(&fake).is_none(),
+        "{:#}",
+        plan["status"]
+    );
+    assert_eq!(plan["spec"], spec_before, "the plan's spec changed");
+    assert!(!fake.objects(MACHINES).is_empty());
+
+    // The secret value is nowhere the operator wrote: request bodies, events, status, maps.
+    let requests = fake.requests();
+    for r in &requests {
+        if r.path.contains("/secrets") {
+            // Only the test itself writes Secrets; the operator only reads one, by name.
+            assert!(
+                r.method != "GET" || r.path.ends_with("/secrets/azure-sp"),
+                "{} {}",
+                r.method,
+                r.path
+            );
+            continue;
+        }
+        let body = r.body.as_ref().map(Value::to_string).unwrap_or_default();
+        assert!(
+            !body.contains(SECRET_VALUE),
+            "{} {} carries the secret",
+            r.method,
+            r.path
+        );
+    }
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.path.contains("/secrets") && r.query.contains("watch")),
+        "Secrets are never watched"
+    );
+    for collection in [PLANS, MACHINES, EVENTS, "/api/v1/configmaps"] {
+        for o in fake.objects(collection) {
+            assert!(
+                !o.to_string().contains(SECRET_VALUE),
+                "{collection} holds the secret"
+            );
+        }
+    }
+
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), controllers).await;
+    simulation.shutdown().await;
+}
