@@ -312,42 +312,83 @@ pub async fn poll(
     }
 }
 
+/// Whether an abandoned write is in effect on ARM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InEffect {
+    /// The write's result is there: sending it again would be a needless write.
+    Yes,
+    /// ARM accepted it and is still carrying it out (`Creating`, `Updating`, `Deleting`): wait and
+    /// look again rather than send it a second time.
+    Underway,
+    /// Not there (or unsure): the write is sent.
+    No,
+}
+
+fn provisioning(state: Option<&str>, done: &str) -> InEffect {
+    match state {
+        Some(s) if s.eq_ignore_ascii_case(done) => InEffect::Yes,
+        Some(s)
+            if ["Creating", "Updating", "Deleting", "Accepted"]
+                .iter()
+                .any(|u| s.eq_ignore_ascii_case(u)) =>
+        {
+            InEffect::Underway
+        }
+        _ => InEffect::No,
+    }
+}
+
 /// Whether `act` is already in effect on `machine`, read from ARM. Asked only for a write whose
 /// journal entry was abandoned (the engine stopped after sending it, before the answer was
-/// recorded): if it reached ARM, sending it again would be a needless write. `false` when unsure.
-pub async fn already_done(client: &ArmClient, machine: &ResourceId, act: &Act) -> bool {
+/// recorded): if it reached ARM, sending it again would be a needless write. `No` when unsure.
+pub async fn already_done(client: &ArmClient, machine: &ResourceId, act: &Act) -> InEffect {
+    let yes_if = |b: bool| if b { InEffect::Yes } else { InEffect::No };
     match act {
-        Act::EnableIdentity => client
-            .get_identity(machine)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|i| i.identity_type)
-            .is_some_and(|t| t.to_ascii_lowercase().contains("systemassigned")),
+        Act::EnableIdentity => yes_if(
+            client
+                .get_identity(machine)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|i| i.identity_type)
+                .is_some_and(|t| t.to_ascii_lowercase().contains("systemassigned")),
+        ),
         Act::InstallAma { os, .. } => {
             let ext_type = AgentKind::Ama.extension_type(*os);
-            client
+            let state = client
                 .get_extension(machine, ext_type)
                 .await
                 .ok()
                 .flatten()
-                .and_then(|e| e.properties.provisioning_state)
-                .is_some_and(|s| s.eq_ignore_ascii_case("Succeeded"))
+                .and_then(|e| e.properties.provisioning_state);
+            match provisioning(state.as_deref(), "Succeeded") {
+                // An install being deleted is not an install under way.
+                InEffect::Underway if state.as_deref() == Some("Deleting") => InEffect::No,
+                x => x,
+            }
         }
-        Act::Associate { dcr_id, .. } => client
-            .get_association(machine, &association_name(dcr_id))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|a| a.properties.data_collection_rule_id)
-            .is_some_and(|id| id.eq_ignore_ascii_case(dcr_id)),
-        Act::Dissociate { dcr_id, .. } => client
-            .get_association(machine, &association_name(dcr_id))
-            .await
-            .is_ok_and(|a| a.is_none()),
-        Act::RemoveLegacy { extension } => client
-            .get_extension(machine, extension)
-            .await
-            .is_ok_and(|e| e.is_none()),
+        Act::Associate { dcr_id, .. } => yes_if(
+            client
+                .get_association(machine, &association_name(dcr_id))
+                .await
+                .ok()
+                .flatten()
+                .and_then(|a| a.properties.data_collection_rule_id)
+                .is_some_and(|id| id.eq_ignore_ascii_case(dcr_id)),
+        ),
+        Act::Dissociate { dcr_id, .. } => yes_if(
+            client
+                .get_association(machine, &association_name(dcr_id))
+                .await
+                .is_ok_and(|a| a.is_none()),
+        ),
+        Act::RemoveLegacy { extension } => match client.get_extension(machine, extension).await {
+            Ok(None) => InEffect::Yes,
+            Ok(Some(e)) => match e.properties.provisioning_state.as_deref() {
+                Some(s) if s.eq_ignore_ascii_case("Deleting") => InEffect::Underway,
+                _ => InEffect::No,
+            },
+            Err(_) => InEffect::No,
+        },
     }
 }

@@ -544,7 +544,7 @@ impl Engine {
                 match choose(d, rec, m, &dcrs) {
                     Some(act) => {
                         tracing::debug!(machine = %m.name, act = %act.label(), actions = ?d.actions, "write");
-                        let check = recheck.remove(&(d.key.clone(), act.label()));
+                        let check = recheck.contains(&(d.key.clone(), act.label()));
                         work.push((d.key.clone(), Work::Act(act, check)))
                     }
                     None if !d.actions.is_empty() => tracing::trace!(
@@ -576,9 +576,18 @@ impl Engine {
                     };
                     match w {
                         Work::Act(act, check) => {
-                            if check && exec::already_done(&self.client, &rid, &act).await {
-                                tracing::debug!(machine = %key, act = %act.label(), "already in effect after a restart; not sent again");
-                                return (key, Some(act), WorkResult::Done);
+                            if check {
+                                match exec::already_done(&self.client, &rid, &act).await {
+                                    exec::InEffect::Yes => {
+                                        tracing::debug!(machine = %key, act = %act.label(), "already in effect after a restart; not sent again");
+                                        return (key, Some(act), WorkResult::Done);
+                                    }
+                                    exec::InEffect::Underway => {
+                                        tracing::debug!(machine = %key, act = %act.label(), "accepted before a restart and still under way; looked at again later");
+                                        return (key, Some(act), WorkResult::Running { retry_after: None });
+                                    }
+                                    exec::InEffect::No => {}
+                                }
                             }
                             self.writes.fetch_add(1, Ordering::Relaxed);
                             let r =
@@ -600,6 +609,11 @@ impl Engine {
                 let Some(rec) = records.get_mut(&key) else {
                     continue;
                 };
+                // An abandoned write stays under re-check until it was found in effect or sent.
+                let underway = matches!(result, WorkResult::Running { .. });
+                if let (Some(a), false) = (&act, underway) {
+                    recheck.remove(&(key.clone(), a.label()));
+                }
                 self.apply(rec, act, result, &mut handles, now);
                 rec.encode();
                 rec.object = self
@@ -988,11 +1002,11 @@ impl Engine {
                 });
                 handles.insert(journal_id, handle);
             }
-            WorkResult::Running { retry_after } => {
-                if let Some(f) = rec.progress.in_flight.as_mut() {
-                    f.poll_at_ms = poll_ms(retry_after);
-                }
-            }
+            WorkResult::Running { retry_after } => match rec.progress.in_flight.as_mut() {
+                Some(f) => f.poll_at_ms = poll_ms(retry_after),
+                // A write accepted before a restart, with no handle to poll: look again later.
+                None => rec.progress.not_before = Some(poll_ms(retry_after).div_euclid(1000)),
+            },
             WorkResult::Done => {
                 let effect = match (&act, rec.progress.in_flight.take()) {
                     (Some(a), _) => {
