@@ -25,14 +25,15 @@
 //!    `Completed` when every machine is final, `Stalled` when nothing can move without a person,
 //!    or `Stopped` when the caller stops it (restart on the same state to continue).
 //!
-//! The per-machine step function (`crate::machine`) is not wired in yet: the engine drives the
-//! planner's `MachineAction`s directly.
+//! The forward loop drives the planner's `MachineAction`s directly; the per-machine step function
+//! (`crate::machine`) drives rollbacks of a wave or a whole plan ([`rollback`]).
 
 pub mod discover;
 pub mod exec;
 pub mod flip;
 pub mod progress;
 pub mod record;
+pub mod rollback;
 pub mod run;
 pub mod simulate;
 pub mod state;
@@ -43,6 +44,7 @@ pub use run::{
     Clock, Engine, EngineOptions, ProgressSink, RunEnd, Snapshot, SystemClock,
     TEST_WORKSPACE_ID_ANNOTATION,
 };
+pub use rollback::{MachineRollback, RollbackEnd, RollbackScope};
 pub use simulate::{
     ArmCounts, SimulateOptions, SimulationReport, StopPoint, default_plan, run_simulation,
 };
