@@ -20,6 +20,7 @@ use crate::local::StateStore;
 use crate::sim::{PairDetail, RequestRecord, Scenario, SimHandle, Simulator};
 
 use super::EngineError;
+use super::rollback::{RollbackEnd, RollbackScope};
 use super::run::{
     Clock, Engine, EngineOptions, ProgressSink, RunEnd, TEST_WORKSPACE_ID_ANNOTATION,
 };
@@ -295,6 +296,8 @@ pub struct Simulation {
     started_sim: Timestamp,
     baseline: HashMap<(String, DataSourceType), PairDetail>,
     last_end: Option<RunEnd>,
+    /// Approve every manual gate (default `true`); tests that stop after a wave set `false`.
+    pub auto_approve: bool,
 }
 
 impl Simulation {
@@ -335,15 +338,39 @@ impl Simulation {
             started_sim,
             baseline,
             last_end: None,
+            auto_approve: true,
         })
     }
 
     /// Run a fresh engine (as a restarted process would) on the same state until it ends or
     /// reaches `stop`.
     pub async fn run(&mut self, stop: Option<StopPoint>) -> Result<RunEnd, EngineError> {
+        let engine = self.engine(stop);
+        let end = engine.run(self.plan.clone()).await?;
+        self.last_end = Some(end.clone());
+        Ok(end)
+    }
+
+    /// Roll back a wave or the whole plan with a fresh engine on the same state (as the
+    /// `rollback` command does), until it ends or reaches `stop`.
+    pub async fn rollback(
+        &mut self,
+        scope: RollbackScope,
+        stop: Option<StopPoint>,
+    ) -> Result<RollbackEnd, EngineError> {
+        self.engine(stop).rollback(&self.plan, scope).await
+    }
+
+    /// Clear a rollback: the plan resumes and migrates the rolled-back machines again.
+    pub fn clear_rollback(&self) -> Result<usize, EngineError> {
+        self.engine(None).clear_rollback(&self.plan)
+    }
+
+    /// A fresh engine on this simulation's client, state and clock.
+    fn engine(&self, stop: Option<StopPoint>) -> Engine {
         let options = EngineOptions {
             tick: self.options.tick,
-            auto_approve: true,
+            auto_approve: self.auto_approve,
             verify_interval: Duration::from_secs(180),
             poll_interval: Duration::from_secs(60),
             stall_after: Duration::from_secs(45 * 60),
@@ -353,9 +380,7 @@ impl Simulation {
         let clock = Arc::new(SimClockAdapter(self.sim.clone()));
         let mut engine = Engine::new(self.client.clone(), self.state.clone(), clock, options);
         engine.progress = self.options.progress.clone();
-        let end = engine.run(self.plan.clone()).await?;
-        self.last_end = Some(end.clone());
-        Ok(end)
+        engine
     }
 
     pub fn request_log(&self) -> Vec<RequestRecord> {
