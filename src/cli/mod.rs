@@ -10,12 +10,14 @@ mod crd;
 mod dcr;
 mod migrate;
 mod plan;
+mod rollback;
 mod run;
 mod simulate;
 mod simulator;
 mod status;
 
 pub use migrate::MigrateArgs;
+pub use rollback::RollbackArgs;
 pub use run::RunArgs;
 pub use simulate::SimulateArgs;
 pub use status::StatusArgs;
@@ -51,6 +53,8 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Run a plan against Azure with local state (restartable at any time).
     Migrate(MigrateArgs),
+    /// Roll a wave (or the whole plan) of a local state back to the legacy agent, with no gap.
+    Rollback(RollbackArgs),
     /// The Kubernetes operator: controllers (while leader), /metrics, /healthz, /readyz.
     Run(RunArgs),
 }
@@ -124,6 +128,7 @@ pub fn run(args: Args) -> ExitCode {
         Command::Status(a) => status::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Migrate(a) => migrate::run(a),
+        Command::Rollback(a) => rollback::run(a),
         Command::Run(a) => run::run(a),
     };
     match result {
