@@ -2,8 +2,13 @@
 //! the request is sent and a long-running operation's handle is stored before anything waits on
 //! it, so a restarted engine polls the handle instead of sending the write again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
 use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 
 use k8s_openapi::jiff::Timestamp;
 
@@ -390,5 +395,172 @@ pub async fn already_done(client: &ArmClient, machine: &ResourceId, act: &Act) -
             },
             Err(_) => InEffect::No,
         },
+    }
+}
+
+/// A finished piece of machine work: the machine's key, the write it was (`None` for a poll) and
+/// what it came to.
+#[derive(Debug)]
+pub struct Finished {
+    pub key: String,
+    pub act: Option<Act>,
+    pub result: WorkResult,
+}
+
+/// Machine work kept running across engine passes. A pass starts what the planner allows and
+/// takes whatever finished, without waiting for the rest: a write waiting for a token, a poll
+/// waiting for a read token or a slow answer no longer holds back the next pass's writes, so the
+/// binding bucket keeps being drawn from while any machine has a write ready.
+pub struct Pipeline<'a> {
+    running: FuturesUnordered<BoxFuture<'a, Finished>>,
+    keys: HashSet<String>,
+}
+
+impl Default for Pipeline<'_> {
+    fn default() -> Self {
+        Self {
+            running: FuturesUnordered::new(),
+            keys: HashSet::new(),
+        }
+    }
+}
+
+impl<'a> Pipeline<'a> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Pieces of work running.
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// Whether `key` (a machine) has work running: it gets no other until that finishes.
+    pub fn contains(&self, key: &str) -> bool {
+        self.keys.contains(key)
+    }
+
+    /// Start `work` for machine `key` (one piece per machine at a time; the caller checks
+    /// [`Self::contains`]).
+    pub fn push(
+        &mut self,
+        key: String,
+        work: impl Future<Output = (String, Option<Act>, WorkResult)> + Send + 'a,
+    ) {
+        self.keys.insert(key);
+        self.running.push(Box::pin(async move {
+            let (key, act, result) = work.await;
+            Finished { key, act, result }
+        }));
+    }
+
+    fn take(&mut self, f: Finished, out: &mut Vec<Finished>) {
+        self.keys.remove(&f.key);
+        out.push(f);
+    }
+
+    /// What finishes within one pass: waits at least `min` (the tick) collecting results, then
+    /// returns as soon as it holds one, waiting at most `max` in all. With nothing running it
+    /// just waits `min`.
+    pub async fn collect(&mut self, min: Duration, max: Duration) -> Vec<Finished> {
+        let start = tokio::time::Instant::now();
+        let max = max.max(min);
+        let mut out = Vec::new();
+        loop {
+            let elapsed = start.elapsed();
+            if self.running.is_empty() {
+                if out.is_empty() && elapsed < min {
+                    tokio::time::sleep(min - elapsed).await;
+                }
+                return out;
+            }
+            let limit = if out.is_empty() { max } else { min };
+            if elapsed >= limit {
+                return out;
+            }
+            match tokio::time::timeout(limit - elapsed, self.running.next()).await {
+                Ok(Some(f)) => self.take(f, &mut out),
+                Ok(None) => {}
+                Err(_) => return out,
+            }
+        }
+    }
+
+    /// Everything still running, awaited to its end (a stop: no answer is left unrecorded).
+    pub async fn drain(&mut self) -> Vec<Finished> {
+        let mut out = Vec::new();
+        while let Some(f) = self.running.next().await {
+            self.take(f, &mut out);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(
+        key: &str,
+        ms: u64,
+    ) -> impl Future<Output = (String, Option<Act>, WorkResult)> + Send + 'static {
+        let key = key.to_string();
+        async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            (key, None, WorkResult::Done)
+        }
+    }
+
+    fn keys(v: &[Finished]) -> Vec<&str> {
+        v.iter().map(|f| f.key.as_str()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pass_takes_what_finished_and_leaves_slow_work_running() {
+        let mut p = Pipeline::new();
+        p.push("fast".into(), after("fast", 5));
+        p.push("slow".into(), after("slow", 10_000));
+        assert!(p.contains("slow"));
+        let t = tokio::time::Instant::now();
+        let got = p
+            .collect(Duration::from_millis(20), Duration::from_millis(80))
+            .await;
+        assert_eq!(keys(&got), ["fast"]);
+        // Returned at the tick, not when the slow work ends.
+        assert_eq!(t.elapsed(), Duration::from_millis(20));
+        assert!(p.contains("slow") && !p.contains("fast"));
+        assert_eq!(p.len(), 1);
+        // Nothing finishes within `max`: the pass goes on empty-handed after `max`.
+        let t = tokio::time::Instant::now();
+        let got = p
+            .collect(Duration::from_millis(20), Duration::from_millis(80))
+            .await;
+        assert!(got.is_empty());
+        assert_eq!(t.elapsed(), Duration::from_millis(80));
+        // Work pushed while the slow one runs is collected first.
+        p.push("next".into(), after("next", 30));
+        let got = p
+            .collect(Duration::from_millis(20), Duration::from_millis(80))
+            .await;
+        assert_eq!(keys(&got), ["next"]);
+        let got = p.drain().await;
+        assert_eq!(keys(&got), ["slow"]);
+        assert!(p.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_nothing_running_a_pass_waits_one_tick() {
+        let mut p = Pipeline::new();
+        let t = tokio::time::Instant::now();
+        assert!(
+            p.collect(Duration::from_millis(20), Duration::from_millis(80))
+                .await
+                .is_empty()
+        );
+        assert_eq!(t.elapsed(), Duration::from_millis(20));
     }
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -375,8 +374,13 @@ impl Engine {
         };
         let mut last_verify: i64 = i64::MIN;
         let mut idle_since: Option<i64> = None;
+        // Machine work runs across passes (see exec::Pipeline): no pass waits for a whole batch.
+        let mut pipeline = exec::Pipeline::new();
         loop {
             if self.stopping() {
+                for f in pipeline.drain().await {
+                    self.take_result(&mut records, &mut recheck, &mut handles, f)?;
+                }
                 self.persist(&mut records)?;
                 return Ok(RunEnd::Stopped);
             }
@@ -534,6 +538,9 @@ impl Engine {
                     continue;
                 };
                 let Some(m) = inv.get(&d.key) else { continue };
+                if pipeline.contains(&d.key) {
+                    continue;
+                }
                 if let Some(f) = rec.progress.in_flight.clone() {
                     if now_ms >= f.poll_at_ms {
                         if let Some(h) = handles.get(&f.journal_id) {
@@ -562,8 +569,9 @@ impl Engine {
             }
             let max_parallel = spec.rollout.max_parallel.max(1) as usize;
             let n_work = work.len();
-            let mut results = futures::stream::iter(work)
-                .map(|(key, w)| async move {
+            let room = max_parallel.saturating_sub(pipeline.len());
+            for (key, w) in work.into_iter().take(room) {
+                pipeline.push(key.clone(), async move {
                     let rid = match ResourceId::parse(&key) {
                         Ok(r) => r,
                         Err(e) => {
@@ -605,28 +613,15 @@ impl Engine {
                             (key, None, r)
                         }
                     }
-                })
-                .buffer_unordered(max_parallel);
-            // Each result is saved as it arrives: a stop while other writes are still awaited
-            // must not lose the record of a write the journal already holds as done.
-            while let Some((key, act, result)) = results.next().await {
-                let Some(rec) = records.get_mut(&key) else {
-                    continue;
-                };
-                // An abandoned write stays under re-check until it was found in effect or sent.
-                let underway = matches!(result, WorkResult::Running { .. });
-                if let (Some(a), false) = (&act, underway) {
-                    recheck.remove(&(key.clone(), a.label()));
-                }
-                self.apply(rec, act, result, &mut handles, now);
-                rec.encode();
-                rec.object = self
-                    .state
-                    .save_machine(&rec.object)
-                    .map_err(EngineError::Store)?;
-                rec.dirty = false;
+                });
             }
-            drop(results);
+            // Each result is saved as it arrives: a stop while other writes are still awaited
+            // must not lose the record of a write the journal already holds as done. Work not
+            // finished within this pass keeps running into the next.
+            let tick = self.options.tick;
+            for f in pipeline.collect(tick, tick.saturating_mul(4)).await {
+                self.take_result(&mut records, &mut recheck, &mut handles, f)?;
+            }
 
             // ---- verification, in bulk
             let waiting: Vec<Pending> = records
@@ -785,6 +780,7 @@ impl Engine {
 
             // ---- end?
             let busy = n_work > 0
+                || !pipeline.is_empty()
                 || records.values().any(|r| {
                     r.progress.in_flight.is_some()
                         || (!r.progress.verifying.is_empty() && !r.progress.failed)
@@ -827,8 +823,34 @@ impl Engine {
                     return Ok(RunEnd::Stalled { reason });
                 }
             }
-            tokio::time::sleep(self.options.tick).await;
         }
+    }
+
+    /// Apply one finished piece of machine work to its record and save the record.
+    fn take_result(
+        &self,
+        records: &mut BTreeMap<String, MachineRecord>,
+        recheck: &mut HashSet<(String, String)>,
+        handles: &mut HashMap<i64, OperationHandle>,
+        f: exec::Finished,
+    ) -> Result<(), EngineError> {
+        let exec::Finished { key, act, result } = f;
+        let Some(rec) = records.get_mut(&key) else {
+            return Ok(());
+        };
+        // An abandoned write stays under re-check until it was found in effect or sent.
+        let underway = matches!(result, WorkResult::Running { .. });
+        if let (Some(a), false) = (&act, underway) {
+            recheck.remove(&(key.clone(), a.label()));
+        }
+        self.apply(rec, act, result, handles, self.clock.now());
+        rec.encode();
+        rec.object = self
+            .state
+            .save_machine(&rec.object)
+            .map_err(EngineError::Store)?;
+        rec.dirty = false;
+        Ok(())
     }
 
     fn persist(&self, records: &mut BTreeMap<String, MachineRecord>) -> Result<(), EngineError> {
