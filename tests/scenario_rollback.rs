@@ -223,6 +223,26 @@ async fn rolling_back_the_canary_wave_before_the_flip_leaves_no_gap_and_no_trace
     }
     let log = r.log();
     assert_eq!(writes(&log[before..]), Vec::<String>::new());
+
+    // Cleared: the plan resumes and migrates the canary machines again, to the end.
+    assert_eq!(r.s.clear_rollback().unwrap(), 4);
+    r.s.auto_approve = true;
+    let end = r.run(None).await;
+    assert_eq!(
+        end,
+        RunEnd::Completed,
+        "{:?}",
+        r.s.report().violation_examples
+    );
+    for m in r.machines().iter().filter(|m| m.spec.wave == "canary") {
+        assert_eq!(step(m), Some(MachineStep::Done), "{}", name_of(m));
+    }
+    let report = r.s.report();
+    assert_eq!(report.violations, 0, "{:?}", report.violation_examples);
+    eprintln!(
+        "canary rollback: {} machines, duplicates {} gaps {} violations {}",
+        report.machines, report.duplicate_minutes, report.gap_minutes, report.violations
+    );
 }
 
 /// A machine whose legacy agent the migrator removed cannot go back without a gap: the rollback
@@ -420,4 +440,16 @@ async fn rolling_back_the_whole_plan_after_the_flip_restores_the_legacy_path_fir
     let again = r.s.rollback(RollbackScope::Plan, None).await.unwrap();
     assert!(again.complete() && again.writes == 0, "{again:?}");
     assert_eq!(writes(&r.log()[before..]), Vec::<String>::new());
+    let report = r.s.report();
+    eprintln!(
+        "whole-plan rollback after the flip: {} machines, streams restored {:?}, DCRs deleted {}, rollback writes {}+{}, duplicates {} gaps {} violations {}",
+        report.machines,
+        restored,
+        stopped.deleted_dcrs.len() + end.deleted_dcrs.len(),
+        stopped.writes,
+        end.writes,
+        report.duplicate_minutes,
+        report.gap_minutes,
+        report.violations
+    );
 }
