@@ -1,18 +1,33 @@
-//! Peak RSS of the operator process (`ama-migrator run`, a child process) with 10,000
-//! MachineMigration objects served by the in-process fake API server. Target: < 200 MB.
+//! Peak RSS of the operator process (a child process) with 10,000 MachineMigration objects
+//! served by the in-process fake API server. Target: < 200 MB. Two measurements:
 //!
-//! What runs: leader election, both controllers, their reflector caches holding every object,
-//! one reconcile of each of the 10,000 machines and of the plan. The plan is paused, so no engine
-//! calls Azure: running the full engine for 10,000 machines is a different measurement (the
-//! `plan_scale` and `throughput` benches cover the engine).
+//! 1. *paused*: `ama-migrator run` with 10,000 MachineMigrations and a paused plan: leader
+//!    election, both controllers, their reflector caches holding every object, one reconcile of
+//!    each machine and of the plan; no engine.
+//! 2. *engine*: the operator (this bench binary re-run as a child: leader election, both
+//!    controllers and the plan's engine, the same code `run` starts) migrates a fleet of N
+//!    machines of the in-process Azure simulator; its clock follows the simulator's scaled
+//!    clock. The simulator's ARM quotas are raised tenfold so the run ends within minutes
+//!    (memory, not throughput, is measured). Prints progress, the peak RSS and the size of the
+//!    engine's journal ConfigMap.
 //!
-//! `cargo bench --bench operator_rss [-- N]`
+//! `cargo bench --bench operator_rss [-- [N] [--paused-only|--engine-only] [--limit SECONDS]]`
 
 use std::io::Read;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ama_migrator::azure::{ArmClient, BucketShape, ClientConfig, CredentialConfig, Endpoints};
+use ama_migrator::engine::{Clock, EngineOptions, SimulateOptions};
+use ama_migrator::operator::controller::Context;
 use ama_migrator::operator::fake::FakeApiServer;
+use ama_migrator::operator::leader::{self, Health, LeaderConfig, LeaseTiming};
+use ama_migrator::operator::metrics::Metrics;
+use ama_migrator::sim::{BucketConfig, Scenario, ThrottleConfig};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
+
+const CHILD_FLAG: &str = "--operator-child";
 
 const NS: &str = "fleet";
 const PLANS: &str = "/apis/amamigrator.io/v1alpha1/namespaces/fleet/migrationplans";
@@ -96,10 +111,33 @@ fn reconciled_machines(metrics: &str) -> u64 {
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(10_000);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == CHILD_FLAG) {
+        let sim_url = args.get(i + 1).cloned().unwrap_or_default();
+        operator_child(&sim_url);
+        return;
+    }
+    let mut n: usize = 10_000;
+    let mut limit = Duration::from_secs(420);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--limit" {
+            if let Some(v) = it.next().and_then(|v| v.parse().ok()) {
+                limit = Duration::from_secs(v);
+            }
+        } else if let Ok(v) = a.parse() {
+            n = v;
+        }
+    }
+    if !args.iter().any(|a| a == "--engine-only") {
+        paused(n);
+    }
+    if !args.iter().any(|a| a == "--paused-only") {
+        engine(n, limit);
+    }
+}
+
+fn paused(n: usize) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -215,4 +253,236 @@ fn main() {
         }
         None => println!("  peak RSS unavailable (no /proc/{pid}/status)"),
     }
+}
+
+/// The simulator's ARM quotas, raised tenfold (per subscription), and the same shapes for the
+/// operator's client budget so it does not throttle itself below them.
+fn quotas() -> ThrottleConfig {
+    let d = ThrottleConfig::default();
+    let x = |b: BucketConfig| BucketConfig {
+        size: b.size * 10.0,
+        refill_per_sec: b.refill_per_sec * 10.0,
+    };
+    ThrottleConfig {
+        reads: x(d.reads),
+        writes: x(d.writes),
+        deletes: x(d.deletes),
+        compute_update: x(d.compute_update),
+    }
+}
+
+/// The simulator's clock as the child sees it: read once, then advanced at the same scale.
+struct ScaledClock {
+    anchor: Timestamp,
+    since: Instant,
+    scale: f64,
+}
+
+impl Clock for ScaledClock {
+    fn now(&self) -> Timestamp {
+        let ms = (self.since.elapsed().as_secs_f64() * self.scale * 1000.0) as i64;
+        self.anchor
+            .checked_add(SignedDuration::from_millis(ms))
+            .unwrap_or(self.anchor)
+    }
+}
+
+/// The child: the operator in-process (leader election, controllers, engines) against the fake
+/// (KUBECONFIG) and the simulator at `sim_url`, until killed.
+fn operator_child(sim_url: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let result: Result<(), String> = rt.block_on(async {
+        let base: url::Url = sim_url.parse().map_err(|e| format!("{sim_url}: {e}"))?;
+        let clock: Value = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(|e| e.to_string())?
+            .get(base.join("_sim/clock").map_err(|e| e.to_string())?)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let clock = ScaledClock {
+            anchor: clock["now"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or("no simulator time")?,
+            since: Instant::now(),
+            scale: clock["timeScale"].as_f64().unwrap_or(1.0),
+        };
+        let q = quotas();
+        let shape = |b: BucketConfig| BucketShape::new(b.size, b.refill_per_sec);
+        let mut config = ClientConfig::new(Endpoints::single(base), CredentialConfig::None);
+        config.budget.reads = shape(q.reads);
+        config.budget.writes = shape(q.writes);
+        config.budget.deletes = shape(q.deletes);
+        config.budget.compute_update_vm = shape(q.compute_update);
+        config.lro.default_poll_interval = Duration::from_millis(200);
+        let arm = ArmClient::new(config).map_err(|e| e.to_string())?;
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| e.to_string())?;
+        let options = EngineOptions {
+            tick: Duration::from_millis(200),
+            verify_interval: Duration::from_secs(180),
+            poll_interval: Duration::from_secs(30),
+            stall_after: Duration::from_secs(45 * 60),
+            ..EngineOptions::default()
+        };
+        let ctx = Context::new(
+            client.clone(),
+            Arc::new(Metrics::new()),
+            arm,
+            Arc::new(clock),
+            options,
+            Some("bench".into()),
+        );
+        let config = LeaderConfig {
+            lease_name: "ama-migrator".into(),
+            namespace: NS.into(),
+            identity: "bench".into(),
+            timing: LeaseTiming {
+                duration: 15,
+                grace: 5,
+            },
+            stop_grace: Duration::from_secs(5),
+        };
+        leader::lead(
+            client,
+            &config,
+            ctx,
+            Arc::new(Health::default()),
+            std::future::pending(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    });
+    if let Err(e) = result {
+        eprintln!("operator child: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn engine(n: usize, limit: Duration) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let t = Instant::now();
+        let simulation = ama_migrator::engine::simulate::Simulation::start(SimulateOptions {
+            scenario: Scenario {
+                machines: n,
+                time_scale: 600.0,
+                throttle: quotas(),
+                ..Scenario::default()
+            },
+            ..SimulateOptions::default()
+        })
+        .await
+        .expect("simulator");
+        let fake = FakeApiServer::start().await.expect("fake API server");
+        fake.set_record_requests(false);
+        let mut plan = serde_json::to_value(&simulation.plan).expect("plan as JSON");
+        plan["metadata"] = json!({"name": "fleet", "namespace": NS,
+            "annotations": {"amamigrator.io/approve-wave": "canary, medium"}});
+        fake.create(PLANS, NS, plan).expect("create the plan");
+        let setup = t.elapsed();
+
+        let dir = std::env::temp_dir().join(format!("ama-migrator-rss-engine-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, fake.kubeconfig(NS)).expect("kubeconfig");
+        let mut child = std::process::Command::new(std::env::current_exe().expect("this bench"))
+            .arg(CHILD_FLAG)
+            .arg(simulation.sim.base_url())
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start the operator child");
+        let pid = child.id();
+        let start = Instant::now();
+        let mut peak_rss = 0u64;
+        let mut last_print = Instant::now();
+        let mut outcome = "time limit reached";
+        let mut summary = Value::Null;
+        let mut phase = Value::Null;
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = child.try_wait() {
+                eprintln!("the operator child exited early: {status}");
+                outcome = "operator exited";
+                break;
+            }
+            peak_rss = peak_rss.max(vm_rss_kib(pid).unwrap_or(0));
+            if let Some(p) = fake.object(
+                "/apis/amamigrator.io/v1alpha1/migrationplans",
+                NS,
+                "fleet",
+            ) {
+                summary = p["status"]["summary"].clone();
+                phase = p["status"]["phase"].clone();
+            }
+            if phase == "Completed" {
+                outcome = "plan Completed";
+                break;
+            }
+            if last_print.elapsed() > Duration::from_secs(30) {
+                last_print = Instant::now();
+                eprintln!(
+                    "  [{:>4.0} s] phase {phase} summary {summary} RSS {:.1} MiB",
+                    start.elapsed().as_secs_f64(),
+                    vm_rss_kib(pid).unwrap_or(0) as f64 / 1024.0
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let elapsed = start.elapsed();
+        let hwm = vm_hwm_kib(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        let machines = fake
+            .objects("/apis/amamigrator.io/v1alpha1/machinemigrations")
+            .len();
+        let journal: usize = fake
+            .objects("/api/v1/configmaps")
+            .iter()
+            .map(|c| c["data"].to_string().len())
+            .max()
+            .unwrap_or(0);
+        println!(
+            "operator_rss (engine): a fleet of {n} simulated machines (time scale 600, ARM quotas x10), plan NOT paused"
+        );
+        println!("  simulator + fake set up in {:.1} s", setup.as_secs_f64());
+        println!(
+            "  after {:.0} s: {outcome}; phase {phase}; summary {summary}; {machines} MachineMigrations",
+            elapsed.as_secs_f64()
+        );
+        println!(
+            "  largest engine ConfigMap data: {:.1} KiB (the API server limit is 1 MiB)",
+            journal as f64 / 1024.0
+        );
+        let peak = hwm.unwrap_or(peak_rss).max(peak_rss);
+        let mb = peak as f64 / 1024.0;
+        println!(
+            "  peak RSS (VmHWM) of the operator with its engine: {mb:.1} MiB — target < 200 MB: {}",
+            if mb * 1.048_576 < 200.0 { "met" } else { "NOT met" }
+        );
+        simulation.shutdown().await;
+    });
 }

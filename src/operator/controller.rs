@@ -97,6 +97,8 @@ struct Runner {
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
+    /// Machine step events (many, never repeated): created without the Recorder's cache.
+    pub publisher: super::events::Publisher,
     pub metrics: Arc<Metrics>,
     pub arm: ArmClient,
     pub clock: Arc<dyn Clock>,
@@ -126,6 +128,8 @@ impl Context {
         engine_options: EngineOptions,
         instance: Option<String>,
     ) -> Arc<Self> {
+        let publisher =
+            super::events::Publisher::new(client.clone(), CONTROLLER_NAME, instance.clone());
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -139,6 +143,7 @@ impl Context {
         Arc::new(Self {
             client,
             recorder,
+            publisher,
             metrics,
             arm,
             clock,
@@ -558,7 +563,8 @@ async fn start_runner(
         namespace: key.0.clone(),
         name: key.1.clone(),
         message: e.to_string(),
-    })?;
+    })?
+    .with_publisher(ctx.publisher.clone());
     let mut options = ctx.engine_options.clone();
     options.approvals.extend(config.approvals.iter().cloned());
     let engine = Engine::new(arm, Arc::new(state), ctx.clock.clone(), options);

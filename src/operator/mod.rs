@@ -16,6 +16,7 @@
 
 pub mod controller;
 pub mod credentials;
+pub mod events;
 pub mod fake;
 pub mod leader;
 pub mod metrics;

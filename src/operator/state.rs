@@ -106,6 +106,8 @@ pub struct KubeState {
     client: Client,
     runtime: tokio::runtime::Handle,
     recorder: Recorder,
+    /// When set, events go through it instead of `recorder` (no per-event cache).
+    publisher: Option<super::events::Publisher>,
     metrics: Arc<Metrics>,
     namespace: String,
     plan: String,
@@ -158,6 +160,7 @@ impl KubeState {
             client,
             runtime: tokio::runtime::Handle::current(),
             recorder,
+            publisher: None,
             metrics,
             plan_ref: plan.object_ref(&()),
             namespace,
@@ -165,6 +168,12 @@ impl KubeState {
             owner,
             inner: Mutex::new(Inner::default()),
         })
+    }
+
+    /// Publish events through `publisher` (one create each, nothing cached).
+    pub fn with_publisher(mut self, publisher: super::events::Publisher) -> Self {
+        self.publisher = Some(publisher);
+        self
     }
 
     fn block<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -246,14 +255,20 @@ impl KubeState {
     }
 
     fn publish(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
-        let ev = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(truncate(note, MAX_NOTE)),
-            action: reason.to_string(),
-            secondary: None,
+        let note = truncate(note, MAX_NOTE);
+        let result = match &self.publisher {
+            Some(p) => self.block(p.publish(reference, type_, reason, &note)),
+            None => {
+                let ev = Event {
+                    type_,
+                    reason: reason.to_string(),
+                    note: Some(note),
+                    action: reason.to_string(),
+                    secondary: None,
+                };
+                self.block(self.recorder.publish(&ev, reference))
+            }
         };
-        let result = self.block(self.recorder.publish(&ev, reference));
         self.metrics.kube_write("events", result.is_ok());
         if let Err(e) = result {
             tracing::warn!(error = %e, reason, object = ?reference.name, "cannot publish an event");
