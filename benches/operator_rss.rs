@@ -406,7 +406,18 @@ fn engine(n: usize, limit: Duration) {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let kubeconfig = dir.join("kubeconfig");
         std::fs::write(&kubeconfig, fake.kubeconfig(NS)).expect("kubeconfig");
-        let mut child = std::process::Command::new(std::env::current_exe().expect("this bench"))
+        // AMA_MIGRATOR_RSS_WRAPPER=heaptrack profiles the child's heap (the RSS is then the
+        // wrapper's pid's: profile and measure in separate runs).
+        let exe = std::env::current_exe().expect("this bench");
+        let mut command = match std::env::var("AMA_MIGRATOR_RSS_WRAPPER") {
+            Ok(w) if !w.is_empty() => {
+                let mut c = std::process::Command::new(w);
+                c.arg(exe);
+                c
+            }
+            _ => std::process::Command::new(exe),
+        };
+        let mut child = command
             .arg(CHILD_FLAG)
             .arg(simulation.sim.base_url())
             .env("KUBECONFIG", &kubeconfig)
