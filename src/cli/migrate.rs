@@ -33,6 +33,9 @@ pub struct MigrateArgs {
     /// Seconds between two passes of the loop.
     #[arg(long, default_value_t = 15)]
     pub tick_seconds: u64,
+    /// Seconds between two bulk verification queries (one Log Analytics query per round).
+    #[arg(long, default_value_t = 60)]
+    pub verify_interval_seconds: u64,
 }
 
 pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
@@ -50,6 +53,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         let options = EngineOptions {
             tick: Duration::from_secs(args.tick_seconds.max(1)),
             approvals: args.approve.clone(),
+            verify_interval: Duration::from_secs(args.verify_interval_seconds.max(1)),
             ..EngineOptions::default()
         };
         let mut engine = Engine::new(

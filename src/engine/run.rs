@@ -309,6 +309,7 @@ impl Engine {
         // Agents that were there before the plan started count as installed.
         let mut handles: HashMap<i64, OperationHandle> = HashMap::new();
         let mut recheck: HashSet<(String, String)> = HashSet::new();
+        let mut unrecorded: HashMap<String, InFlight> = HashMap::new();
         for e in self
             .state
             .in_flight_operations()
@@ -317,14 +318,22 @@ impl Engine {
             if let Some(h) = e.handle {
                 // The record may have been saved before the handle reached it: attach it, so the
                 // operation is polled rather than sent again.
-                if let Some(r) = records.get_mut(&e.resource_id.to_ascii_lowercase()) {
-                    if r.progress.in_flight.is_none() {
-                        r.progress.in_flight = Some(InFlight {
-                            journal_id: e.id,
-                            action: e.action.clone(),
-                            poll_at_ms: 0,
-                        });
-                        r.dirty = true;
+                let flight = InFlight {
+                    journal_id: e.id,
+                    action: e.action.clone(),
+                    poll_at_ms: 0,
+                };
+                match records.get_mut(&e.resource_id.to_ascii_lowercase()) {
+                    Some(r) => {
+                        if r.progress.in_flight.is_none() {
+                            r.progress.in_flight = Some(flight);
+                            r.dirty = true;
+                        }
+                    }
+                    // Killed before the machine's first record was saved: the record made for it
+                    // below takes the operation over.
+                    None => {
+                        unrecorded.insert(e.resource_id.to_ascii_lowercase(), flight);
                     }
                 }
                 handles.insert(e.id, h);
@@ -522,9 +531,11 @@ impl Engine {
             for d in &outcome.machines {
                 let Some(m) = inv.get(&d.key) else { continue };
                 let spec_now = machine_spec(&name, &spec, d, m, &dcrs, &outcome);
-                let rec = records
-                    .entry(d.key.clone())
-                    .or_insert_with(|| MachineRecord::new(&plan_obj, spec_now.clone()));
+                let rec = records.entry(d.key.clone()).or_insert_with(|| {
+                    let mut r = MachineRecord::new(&plan_obj, spec_now.clone());
+                    r.progress.in_flight = unrecorded.remove(&d.key);
+                    r
+                });
                 if rec.object.spec != spec_now {
                     rec.object.spec = spec_now;
                     rec.dirty = true;
