@@ -2,7 +2,7 @@
 //! the request is sent and a long-running operation's handle is stored before anything waits on
 //! it, so a restarted engine polls the handle instead of sending the write again.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
@@ -411,9 +411,15 @@ pub struct Finished {
 /// takes whatever finished, without waiting for the rest: a write waiting for a token, a poll
 /// waiting for a read token or a slow answer no longer holds back the next pass's writes, so the
 /// binding bucket keeps being drawn from while any machine has a write ready.
+///
+/// It also keeps `Retry-After` in real time. The engine schedules polls on its own clock, which in
+/// `simulate` runs faster than real time while the service's `Retry-After` is a real-time wait:
+/// without this, a machine would be polled many times more often than the service asked.
 pub struct Pipeline<'a> {
     running: FuturesUnordered<BoxFuture<'a, Finished>>,
     keys: HashSet<String>,
+    /// Machines whose operation said `Retry-After`: no request for them before this instant.
+    hold: HashMap<String, tokio::time::Instant>,
 }
 
 impl Default for Pipeline<'_> {
@@ -421,6 +427,7 @@ impl Default for Pipeline<'_> {
         Self {
             running: FuturesUnordered::new(),
             keys: HashSet::new(),
+            hold: HashMap::new(),
         }
     }
 }
@@ -439,9 +446,14 @@ impl<'a> Pipeline<'a> {
         self.running.is_empty()
     }
 
-    /// Whether `key` (a machine) has work running: it gets no other until that finishes.
+    /// Whether `key` (a machine) has work running, or its running operation's `Retry-After`
+    /// (real time) has not passed: it gets no other work until then.
     pub fn contains(&self, key: &str) -> bool {
         self.keys.contains(key)
+            || self
+                .hold
+                .get(key)
+                .is_some_and(|until| tokio::time::Instant::now() < *until)
     }
 
     /// Start `work` for machine `key` (one piece per machine at a time; the caller checks
@@ -460,6 +472,20 @@ impl<'a> Pipeline<'a> {
 
     fn take(&mut self, f: Finished, out: &mut Vec<Finished>) {
         self.keys.remove(&f.key);
+        let wait = match &f.result {
+            WorkResult::Started { handle, .. } => handle.retry_after_ms.map(Duration::from_millis),
+            WorkResult::Running { retry_after } => *retry_after,
+            _ => None,
+        };
+        match wait {
+            Some(d) => {
+                self.hold
+                    .insert(f.key.clone(), tokio::time::Instant::now() + d);
+            }
+            None => {
+                self.hold.remove(&f.key);
+            }
+        }
         out.push(f);
     }
 
@@ -550,6 +576,32 @@ mod tests {
         let got = p.drain().await;
         assert_eq!(keys(&got), ["slow"]);
         assert!(p.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_holds_the_machine_in_real_time() {
+        let mut p = Pipeline::new();
+        p.push("m".into(), async {
+            let running = WorkResult::Running {
+                retry_after: Some(Duration::from_secs(3)),
+            };
+            ("m".to_string(), None, running)
+        });
+        let got = p
+            .collect(Duration::from_millis(20), Duration::from_millis(80))
+            .await;
+        assert_eq!(keys(&got), ["m"]);
+        assert!(p.is_empty());
+        assert!(p.contains("m"), "held until Retry-After has passed");
+        tokio::time::sleep(Duration::from_millis(2_900)).await;
+        assert!(p.contains("m"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!p.contains("m"));
+        // A result without Retry-After releases the hold at once.
+        p.push("m".into(), after("m", 1));
+        p.collect(Duration::from_millis(20), Duration::from_millis(80))
+            .await;
+        assert!(!p.contains("m"));
     }
 
     #[tokio::test(start_paused = true)]
