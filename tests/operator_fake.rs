@@ -2,48 +2,18 @@
 //! a small migration runs to `Ready`, with status through the status subresource, conditions,
 //! events, owner references, one field manager, and never a write to the plan's spec.
 
-use std::sync::Arc;
+mod operator_support;
+
 use std::time::{Duration, Instant};
 
-use ama_migrator::engine::{Clock, EngineOptions, SimulateOptions};
-use ama_migrator::operator::controller::{Context, run_controllers};
+use ama_migrator::engine::SimulateOptions;
 use ama_migrator::operator::fake::FakeApiServer;
-use ama_migrator::operator::metrics::Metrics;
 use ama_migrator::operator::{FIELD_MANAGER, FINALIZER};
-use ama_migrator::sim::{Scenario, SimHandle};
-use k8s_openapi::jiff::Timestamp;
+use ama_migrator::sim::Scenario;
+use operator_support::{Controllers, EVENTS, MACHINES, PLANS, condition, wait_for};
 use serde_json::{Value, json};
 
 const NS: &str = "team-a";
-const PLANS: &str = "/apis/amamigrator.io/v1alpha1/migrationplans";
-const MACHINES: &str = "/apis/amamigrator.io/v1alpha1/machinemigrations";
-const EVENTS: &str = "/apis/events.k8s.io/v1/events";
-
-struct SimClock(Arc<SimHandle>);
-
-impl Clock for SimClock {
-    fn now(&self) -> Timestamp {
-        self.0.now().parse().unwrap_or(Timestamp::UNIX_EPOCH)
-    }
-}
-
-fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
-    obj.pointer("/status/conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-}
-
-async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_small_migration_reaches_ready_through_the_controllers() {
@@ -75,26 +45,8 @@ async fn a_small_migration_reaches_ready_through_the_controllers() {
     let spec_before = created["spec"].clone();
     let uid = created["metadata"]["uid"].as_str().unwrap().to_string();
 
-    let options = EngineOptions {
-        tick: Duration::from_millis(20),
-        verify_interval: Duration::from_secs(180),
-        poll_interval: Duration::from_secs(30),
-        stall_after: Duration::from_secs(45 * 60),
-        ..EngineOptions::default()
-    };
-    let metrics = Arc::new(Metrics::new());
-    let ctx = Context::new(
-        client.clone(),
-        metrics.clone(),
-        simulation.client.clone(),
-        Arc::new(SimClock(simulation.sim.clone())),
-        options,
-        Some("test-pod".into()),
-    );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controllers = tokio::spawn(run_controllers(ctx.clone(), async move {
-        let _ = stop_rx.await;
-    }));
+    let controllers = Controllers::start(&fake, NS, &simulation);
+    let metrics = controllers.metrics.clone();
 
     let start = Instant::now();
     loop {
@@ -270,10 +222,6 @@ async fn a_small_migration_reaches_ready_through_the_controllers() {
             .any(|e| e["reason"] == "Deleted" && e["regarding"]["kind"] == "MigrationPlan")
     );
 
-    let _ = stop_tx.send(());
-    tokio::time::timeout(Duration::from_secs(20), controllers)
-        .await
-        .unwrap()
-        .unwrap();
+    controllers.stop().await;
     simulation.shutdown().await;
 }

@@ -25,8 +25,8 @@ use crate::api::conditions::{self, reasons, status as cstatus, types as ctypes};
 use crate::api::machine::labels;
 use crate::api::plan::PlanPhase;
 use crate::api::{MachineMigration, MigrationPlan};
-use crate::azure::{ArmClient, ResourceId};
-use crate::engine::{Clock, Engine, EngineOptions, RunEnd};
+use crate::azure::ArmClient;
+use crate::engine::{Clock, Engine, EngineOptions, RollbackEnd, RunEnd};
 
 use super::credentials::{self, ArmFactory, CredentialCache, CredentialProblem, Resolved};
 use super::metrics::{ControllerLabels, ErrorLabels, Metrics};
@@ -654,63 +654,82 @@ async fn cleanup_plan(plan: Arc<MigrationPlan>, ctx: Arc<Context>) -> Result<Act
         .map(|s| s.to_ascii_lowercase())
         .unwrap_or_default();
     if policy == "rollback" {
-        let restored = rollback(&plan, &ctx).await?;
-        ctx.publish(
-            &plan,
-            EventType::Normal,
-            "RolledBack",
-            format!("{restored} workspace legacy setting(s) restored"),
-        )
-        .await;
+        let end = rollback(&plan, &ctx).await?;
+        if end.stopped {
+            // The operator is shutting down or lost the lease: the finalizer stays and the next
+            // leader resumes the rollback from its journal.
+            return Err(Error::Rollback {
+                namespace: key.0,
+                name: key.1,
+                message: "stopped before it finished; it resumes on the next reconcile".into(),
+            });
+        }
+        // The engine published the plan's RolledBack event with its figures.
+        if !end.not_rolled_back.is_empty() {
+            let examples: Vec<String> = end
+                .not_rolled_back
+                .iter()
+                .take(5)
+                .map(|m| {
+                    format!(
+                        "{} ({})",
+                        m.machine_id.rsplit('/').next().unwrap_or(""),
+                        m.reason
+                    )
+                })
+                .collect();
+            ctx.publish(
+                &plan,
+                EventType::Warning,
+                "RollbackIncomplete",
+                format!(
+                    "{} machine(s) keep the AMA path because rolling them back would leave a source with no sender (e.g. the migrator removed their legacy agent) or they are unreachable: {}; {} DCR(s) they use are kept: {}",
+                    end.not_rolled_back.len(),
+                    examples.join(", "),
+                    end.kept_dcrs.len(),
+                    end.kept_dcrs.join(", ")
+                ),
+            )
+            .await;
+        }
     }
     ctx.publish(&plan, EventType::Normal, "Deleted", "the engine stopped after its pass; every machine is at a recorded step; MachineMigrations go with the plan".into()).await;
     Ok(Action::await_change())
 }
 
-/// Restore every workspace legacy setting the plan changed (the operator created nothing else
-/// that a rollback may remove without a person: AMA and associations stay, see the README).
-async fn rollback(plan: &MigrationPlan, ctx: &Arc<Context>) -> Result<usize, Error> {
+/// Roll the whole plan back with the engine (`Engine::rollback_plan`): workspace legacy streams
+/// restored first, then the migrator's associations and AMA installs removed machine by machine,
+/// then the plan's own DCRs deleted. Only what the operator created goes; a machine whose legacy
+/// agent the operator removed keeps its AMA path (no gap) and is reported.
+async fn rollback(plan: &MigrationPlan, ctx: &Arc<Context>) -> Result<RollbackEnd, Error> {
     let (ns, name) = key_of(plan);
     let err = |message: String| Error::Rollback {
         namespace: ns.clone(),
         name: name.clone(),
         message,
     };
+    let arm = ctx
+        .arm_for(plan)
+        .await
+        .map_err(|p| err(format!("no usable Azure credentials: {p}")))?;
     let state = KubeState::new(
         ctx.client.clone(),
         ctx.recorder.clone(),
         ctx.metrics.clone(),
         plan,
     )
-    .map_err(|e| err(e.to_string()))?;
-    let workspace = ResourceId::parse(&plan.spec.workspace).map_err(|e| err(e.to_string()))?;
-    let state = Arc::new(state);
-    let client = ctx.arm.clone();
-    let types: std::collections::BTreeSet<_> = {
-        let s = state.clone();
-        tokio::task::spawn_blocking(move || s.unrestored_legacy())
-            .await
-            .map_err(|e| err(e.to_string()))?
-            .map_err(|e| err(e.to_string()))?
-            .into_iter()
-            .map(|c| c.data_source_type)
-            .collect()
-    };
-    let mut n = 0;
-    for t in types {
-        n += crate::engine::flip::restore(
-            &client,
-            state.as_ref(),
-            &ns,
-            &name,
-            &workspace,
-            t,
-            ctx.clock.now(),
-        )
+    .map_err(|e| err(e.to_string()))?
+    .with_publisher(ctx.publisher.clone());
+    let engine = Engine::new(
+        arm,
+        Arc::new(state),
+        ctx.clock.clone(),
+        ctx.engine_options.clone(),
+    );
+    engine
+        .rollback_plan(plan)
         .await
-        .map_err(|e| err(e.to_string()))?;
-    }
-    Ok(n)
+        .map_err(|e| err(e.to_string()))
 }
 
 pub fn error_policy(_plan: Arc<MigrationPlan>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -38,7 +38,9 @@ pub mod plan_annotations {
     /// Comma-separated wave names a person approved (their manual gate passes).
     pub const APPROVE_WAVE: &str = "amamigrator.io/approve-wave";
     /// What deleting the plan does: `Retain` (default: Azure is left as it is) or `Rollback`
-    /// (the workspace legacy settings the plan changed are restored first).
+    /// (before the finalizer goes: the workspace legacy settings the plan changed are restored,
+    /// then the migrator's DCR associations and AMA installs removed, then the plan's DCRs;
+    /// machines whose legacy agent the migrator removed keep their AMA path, with a Warning).
     pub const DELETION_POLICY: &str = "amamigrator.io/deletion-policy";
 }
 

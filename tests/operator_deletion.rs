@@ -1,0 +1,179 @@
+//! Deleting a MigrationPlan annotated `amamigrator.io/deletion-policy: Rollback`: the finalizer
+//! stops the engine, rolls the whole plan back through the engine (workspace legacy streams
+//! restored first, then the migrator's DCR associations and AMA installs removed, then the plan's
+//! DCRs deleted), and only then lets the plan go. Judged on the simulator: nothing the operator
+//! created is left, every wanted source is sent by the legacy agent alone, with no gap minute.
+
+mod operator_support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ama_migrator::azure::ResourceId;
+use ama_migrator::engine::SimulateOptions;
+use ama_migrator::engine::simulate::Simulation;
+use ama_migrator::inventory::AgentKind;
+use ama_migrator::operator::fake::FakeApiServer;
+use ama_migrator::sim::scenario::AgentMix;
+use ama_migrator::sim::{Agent, Scenario};
+use operator_support::{Controllers, EVENTS, MACHINES, PLANS, condition, wait_for};
+use serde_json::json;
+
+const NS: &str = "team-b";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_a_plan_with_rollback_policy_restores_the_legacy_path_and_removes_what_it_created()
+{
+    // Every machine starts on the legacy agent alone, so everything AMA-side is the operator's.
+    let simulation = Simulation::start(SimulateOptions {
+        scenario: Scenario {
+            machines: 10,
+            time_scale: 3000.0,
+            agents: AgentMix {
+                legacy_only: 1.0,
+                ama_only: 0.0,
+                both: 0.0,
+                none: 0.0,
+            },
+            in_guest_legacy_ratio: 0.0,
+            deallocated_ratio: 0.0,
+            disconnected_ratio: 0.0,
+            ..Scenario::default()
+        },
+        ..SimulateOptions::default()
+    })
+    .await
+    .unwrap();
+    let baseline: HashMap<_, _> = simulation
+        .sim
+        .ledger_pairs(None, None)
+        .into_iter()
+        .map(|p| ((p.machine.clone(), p.data_source), p.counts))
+        .collect();
+    let fake = FakeApiServer::start().await.unwrap();
+
+    let mut plan = serde_json::to_value(&simulation.plan).unwrap();
+    plan["metadata"]["namespace"] = json!(NS);
+    plan["metadata"]["name"] = json!("fleet");
+    plan["metadata"]["annotations"]["amamigrator.io/approve-wave"] = json!("canary, medium");
+    plan["metadata"]["annotations"]["amamigrator.io/deletion-policy"] = json!("Rollback");
+    // Legacy agents stay installed, so every machine can go back to them.
+    plan["spec"]["legacy"]["uninstall"] = json!("Never");
+    fake.create(
+        &format!("/apis/amamigrator.io/v1alpha1/namespaces/{NS}/migrationplans"),
+        NS,
+        plan,
+    )
+    .unwrap();
+    let controllers = Controllers::start(&fake, NS, &simulation);
+    wait_for("the plan to be Ready", Duration::from_secs(150), || {
+        fake.object(PLANS, NS, "fleet")
+            .and_then(|p| condition(&p, "Ready").map(|c| c["status"] == "True"))
+            .unwrap_or(false)
+    })
+    .await;
+    let status = fake.object(PLANS, NS, "fleet").unwrap()["status"].clone();
+    let owned: Vec<String> = status["ownedDcrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["resourceId"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!owned.is_empty(), "{status:#}");
+    let machines: Vec<String> = fake
+        .objects(MACHINES)
+        .iter()
+        .map(|m| m["spec"]["machineId"].as_str().unwrap().to_string())
+        .collect();
+    let c = simulation.client.clone();
+    let mut with_ama = 0;
+    for id in &machines {
+        let rid = ResourceId::parse(id).unwrap();
+        let ext = c.agent_extensions(&rid).await.unwrap();
+        with_ama += usize::from(ext.iter().any(|(k, _)| *k == AgentKind::Ama));
+    }
+    assert!(with_ama >= 5, "only {with_ama} machines got AMA");
+    let flips = status["changedLegacySettings"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!(
+        flips > 0,
+        "the plan switched legacy streams off: {status:#}"
+    );
+
+    // Delete: the finalizer rolls back, then lets the plan go.
+    let plans: kube::Api<ama_migrator::api::MigrationPlan> =
+        kube::Api::namespaced(fake.client(NS).unwrap(), NS);
+    plans.delete("fleet", &Default::default()).await.unwrap();
+    wait_for("the plan to be gone", Duration::from_secs(90), || {
+        fake.object(PLANS, NS, "fleet").is_none()
+    })
+    .await;
+
+    for id in &machines {
+        let rid = ResourceId::parse(id).unwrap();
+        let ours: Vec<String> = c
+            .list_associations(&rid)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|a| a.name)
+            .filter(|n| n.starts_with("ama-migrator-"))
+            .collect();
+        assert!(ours.is_empty(), "{id}: associations left {ours:?}");
+        let ext = c.agent_extensions(&rid).await.unwrap();
+        assert!(
+            !ext.iter().any(|(k, _)| *k == AgentKind::Ama),
+            "{id}: AMA left"
+        );
+        assert!(
+            ext.iter().any(|(k, _)| *k == AgentKind::Legacy),
+            "{id}: legacy agent gone"
+        );
+    }
+    for id in &owned {
+        let got: Option<serde_json::Value> =
+            c.get_dcr(&ResourceId::parse(id).unwrap()).await.unwrap();
+        assert!(got.is_none(), "plan DCR {id} still there");
+    }
+    let mut pairs = 0;
+    for p in simulation.sim.ledger_pairs(None, None) {
+        if p.out_of_scope || !p.wanted {
+            continue;
+        }
+        let b = baseline.get(&(p.machine.clone(), p.data_source));
+        let gap = p.counts.gap_minutes - b.map_or(0, |b| b.gap_minutes);
+        let dup = p.counts.duplicate_minutes - b.map_or(0, |b| b.duplicate_minutes);
+        assert_eq!(gap, 0, "{}/{}: {gap} gap minutes", p.machine, p.data_source);
+        assert!(dup <= 120, "{}/{}: {dup} min", p.machine, p.data_source);
+        assert_eq!(
+            p.senders,
+            vec![Agent::Legacy],
+            "{}/{}",
+            p.machine,
+            p.data_source
+        );
+        pairs += 1;
+    }
+    assert!(pairs >= 20, "only {pairs} pairs judged");
+    let events = fake.objects(EVENTS);
+    let rolled = events
+        .iter()
+        .find(|e| e["reason"] == "RolledBack" && e["regarding"]["kind"] == "MigrationPlan")
+        .unwrap_or_else(|| panic!("no RolledBack event: {events:#?}"));
+    let note = rolled["note"].as_str().unwrap();
+    assert!(
+        note.contains(&format!(
+            "{0} of {0} machine(s) back on the legacy path",
+            machines.len()
+        )),
+        "{note}"
+    );
+    assert!(
+        !events.iter().any(|e| e["reason"] == "RollbackIncomplete"),
+        "{events:#?}"
+    );
+    assert!(fake.objects(MACHINES).is_empty(), "MachineMigrations left");
+    controllers.stop().await;
+    simulation.shutdown().await;
+}

@@ -1,0 +1,99 @@
+//! Shared by the operator tests that drive the controllers against the in-process fake API server
+//! and the Azure simulator: the simulator's clock for the engine, condition lookup on raw
+//! objects, bounded waiting, and the controllers started on a plan.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ama_migrator::engine::simulate::Simulation;
+use ama_migrator::engine::{Clock, EngineOptions};
+use ama_migrator::operator::controller::{Context, run_controllers};
+use ama_migrator::operator::fake::FakeApiServer;
+use ama_migrator::operator::metrics::Metrics;
+use ama_migrator::sim::SimHandle;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::Value;
+
+pub const PLANS: &str = "/apis/amamigrator.io/v1alpha1/migrationplans";
+pub const MACHINES: &str = "/apis/amamigrator.io/v1alpha1/machinemigrations";
+pub const EVENTS: &str = "/apis/events.k8s.io/v1/events";
+
+/// The engine's clock follows the simulator's (scaled) time.
+pub struct SimClock(pub Arc<SimHandle>);
+
+impl Clock for SimClock {
+    fn now(&self) -> Timestamp {
+        self.0.now().parse().unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+}
+
+pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
+    obj.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+pub async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Engine options for a simulator at a high time scale.
+pub fn engine_options() -> EngineOptions {
+    EngineOptions {
+        tick: Duration::from_millis(20),
+        verify_interval: Duration::from_secs(180),
+        poll_interval: Duration::from_secs(30),
+        stall_after: Duration::from_secs(45 * 60),
+        ..EngineOptions::default()
+    }
+}
+
+/// Running controllers; `stop` ends them and waits (bounded).
+pub struct Controllers {
+    pub ctx: Arc<Context>,
+    pub metrics: Arc<Metrics>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Controllers {
+    pub fn start(fake: &FakeApiServer, namespace: &str, simulation: &Simulation) -> Self {
+        let client = fake.client(namespace).expect("fake client");
+        let metrics = Arc::new(Metrics::new());
+        let ctx = Context::new(
+            client,
+            metrics.clone(),
+            simulation.client.clone(),
+            Arc::new(SimClock(simulation.sim.clone())),
+            engine_options(),
+            Some("test-pod".into()),
+        );
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run_controllers(ctx.clone(), async move {
+            let _ = stop_rx.await;
+        }));
+        Self {
+            ctx,
+            metrics,
+            stop,
+            task,
+        }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("controllers stop within 20 s")
+            .expect("controller task joins");
+    }
+}
