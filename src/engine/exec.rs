@@ -132,8 +132,12 @@ impl Failure {
 /// What one execution or poll came to.
 #[derive(Clone, Debug, PartialEq)]
 pub enum WorkResult {
-    /// The write is complete.
-    Done,
+    /// The write is complete. Its journal entry (if any) is finished by the caller once the
+    /// machine's record holding the write's effect is saved: a stop in between leaves the entry
+    /// open, so a restart re-reads ARM (or polls the handle) instead of writing again.
+    Done {
+        journal: Option<i64>,
+    },
     /// A long-running operation runs; its handle is journaled under `journal_id`.
     Started {
         journal_id: i64,
@@ -192,10 +196,7 @@ pub async fn execute(
             },
             Err(e) => WorkResult::Failed(Failure::store(&e)),
         },
-        Ok(None) => match finish(state, id, &Ok(()), now) {
-            Ok(()) => WorkResult::Done,
-            Err(f) => WorkResult::Failed(f),
-        },
+        Ok(None) => WorkResult::Done { journal: Some(id) },
         Err(f) => {
             let _ = finish(state, id, &Err(f.clone()), now);
             WorkResult::Failed(f)
@@ -282,9 +283,8 @@ pub async fn poll(
 ) -> WorkResult {
     match client.poll_operation(handle).await {
         Ok(PollOutcome::Running { retry_after }) => WorkResult::Running { retry_after },
-        Ok(PollOutcome::Done(_)) => match finish(state, journal_id, &Ok(()), now) {
-            Ok(()) => WorkResult::Done,
-            Err(f) => WorkResult::Failed(f),
+        Ok(PollOutcome::Done(_)) => WorkResult::Done {
+            journal: Some(journal_id),
         },
         Err(e @ AzureError::OperationFailed { .. }) => {
             let f = Failure::from_azure(&e);
@@ -294,9 +294,8 @@ pub async fn poll(
         Err(e)
             if e.status() == Some(404) && handle.method == crate::azure::lro::LroMethod::Delete =>
         {
-            match finish(state, journal_id, &Ok(()), now) {
-                Ok(()) => WorkResult::Done,
-                Err(f) => WorkResult::Failed(f),
+            WorkResult::Done {
+                journal: Some(journal_id),
             }
         }
         // The poll itself failed (throttled, 5xx): the operation may still run; poll again.
@@ -537,7 +536,7 @@ mod tests {
         let key = key.to_string();
         async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            (key, None, WorkResult::Done)
+            (key, None, WorkResult::Done { journal: None })
         }
     }
 

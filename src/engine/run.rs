@@ -603,7 +603,7 @@ impl Engine {
                                 match exec::already_done(&self.client, &rid, &act).await {
                                     exec::InEffect::Yes => {
                                         tracing::debug!(machine = %key, act = %act.label(), "already in effect after a restart; not sent again");
-                                        return (key, Some(act), WorkResult::Done);
+                                        return (key, Some(act), WorkResult::Done { journal: None });
                                     }
                                     exec::InEffect::Underway => {
                                         tracing::debug!(machine = %key, act = %act.label(), "accepted before a restart and still under way; looked at again later");
@@ -854,13 +854,24 @@ impl Engine {
         if let (Some(a), false) = (&act, underway) {
             recheck.remove(&(key.clone(), a.label()));
         }
-        self.apply(rec, act, result, handles, self.clock.now());
+        let done_journal = match &result {
+            WorkResult::Done { journal } => *journal,
+            _ => None,
+        };
+        let now = self.clock.now();
+        self.apply(rec, act, result, handles, now);
         rec.encode();
         rec.object = self
             .state
             .save_machine(&rec.object)
             .map_err(EngineError::Store)?;
         rec.dirty = false;
+        // Only now that the record holds the effect: a stop before this line re-reads ARM.
+        if let Some(id) = done_journal {
+            self.state
+                .finish_operation(id, &OperationOutcome::Succeeded, now)
+                .map_err(EngineError::Store)?;
+        }
         Ok(())
     }
 
@@ -1044,7 +1055,7 @@ impl Engine {
                 // A write accepted before a restart, with no handle to poll: look again later.
                 None => rec.progress.not_before = Some(poll_ms(retry_after).div_euclid(1000)),
             },
-            WorkResult::Done => {
+            WorkResult::Done { .. } => {
                 let effect = match (&act, rec.progress.in_flight.take()) {
                     (Some(a), _) => {
                         apply_act(&mut rec.progress, a, now);
