@@ -3,28 +3,21 @@
 //! `examples/plan.yaml` adapted to the simulator's workspace and subscriptions, and wait for
 //! `Ready`. Without the variable the test says it is skipped and passes.
 
+mod operator_support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ama_migrator::api::MigrationPlan;
-use ama_migrator::engine::{Clock, EngineOptions, SimulateOptions};
+use ama_migrator::engine::EngineOptions;
 use ama_migrator::operator::controller::{Context, run_controllers};
 use ama_migrator::operator::metrics::Metrics;
-use ama_migrator::sim::{Scenario, SimHandle};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use operator_support::{SimClock, simulation};
 
 const ENV: &str = "AMA_MIGRATOR_TEST_KUBECONFIG";
-
-struct SimClock(Arc<SimHandle>);
-
-impl Clock for SimClock {
-    fn now(&self) -> Timestamp {
-        self.0.now().parse().unwrap_or(Timestamp::UNIX_EPOCH)
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_example_plan_reaches_ready_on_a_real_cluster() {
@@ -81,16 +74,7 @@ async fn the_example_plan_reaches_ready_on_a_real_cluster() {
         .await
         .unwrap();
 
-    let simulation = ama_migrator::engine::simulate::Simulation::start(SimulateOptions {
-        scenario: Scenario {
-            machines: 12,
-            time_scale: 3000.0,
-            ..Scenario::default()
-        },
-        ..SimulateOptions::default()
-    })
-    .await
-    .unwrap();
+    let simulation = simulation(12).await;
     // examples/plan.yaml, pointed at the simulator's workspace, subscriptions and location.
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/plan.yaml"))
         .unwrap();

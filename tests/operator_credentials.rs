@@ -4,54 +4,27 @@
 //! engine runs; with a complete Secret the plan migrates through a client built from exactly
 //! those values. The secret value never appears in anything the operator wrote.
 
+mod operator_support;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ama_migrator::azure::CredentialConfig;
-use ama_migrator::engine::{Clock, EngineOptions, SimulateOptions};
+use ama_migrator::engine::EngineOptions;
 use ama_migrator::operator::controller::{Context, run_controllers};
 use ama_migrator::operator::fake::FakeApiServer;
 use ama_migrator::operator::metrics::Metrics;
-use ama_migrator::sim::{Scenario, SimHandle};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
+use operator_support::{
+    EVENTS, MACHINES, PLANS, SimClock, condition, plan_object, simulation, wait_for,
+};
 use serde_json::{Value, json};
 
 const NS: &str = "team-a";
-const PLANS: &str = "/apis/amamigrator.io/v1alpha1/migrationplans";
-const MACHINES: &str = "/apis/amamigrator.io/v1alpha1/machinemigrations";
-const EVENTS: &str = "/apis/events.k8s.io/v1/events";
 const SECRET_VALUE: &str = "s3cr3t-Value-never-shown";
-
-struct SimClock(Arc<SimHandle>);
-
-impl Clock for SimClock {
-    fn now(&self) -> Timestamp {
-        self.0.now().parse().unwrap_or(Timestamp::UNIX_EPOCH)
-    }
-}
-
-fn condition(obj: &Value, type_: &str) -> Option<Value> {
-    obj.pointer("/status/conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .cloned()
-}
-
-async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn secret(data: &[(&str, &str)]) -> Secret {
     let mut s = Secret::default();
@@ -89,22 +62,11 @@ fn blocked_by_credentials(fake: &FakeApiServer) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_plan_acts_with_the_secret_of_its_namespace_and_is_blocked_without_it() {
-    let simulation = ama_migrator::engine::simulate::Simulation::start(SimulateOptions {
-        scenario: Scenario {
-            machines: 12,
-            time_scale: 3000.0,
-            ..Scenario::default()
-        },
-        ..SimulateOptions::default()
-    })
-    .await
-    .unwrap();
+    let simulation = simulation(12).await;
     let fake = FakeApiServer::start().await.unwrap();
     let client = fake.client(NS).unwrap();
 
-    let mut plan = serde_json::to_value(&simulation.plan).unwrap();
-    plan["metadata"]["namespace"] = json!(NS);
-    plan["metadata"]["name"] = json!("fleet");
+    let mut plan = plan_object(&simulation, NS, "fleet");
     plan["metadata"]["annotations"]["amamigrator.io/approve-wave"] = json!("canary, medium");
     plan["spec"]["azure"] = json!({"credentialsSecretRef": {"name": "azure-sp"}});
     let created = fake

@@ -16,7 +16,7 @@ use ama_migrator::inventory::AgentKind;
 use ama_migrator::operator::fake::FakeApiServer;
 use ama_migrator::sim::scenario::AgentMix;
 use ama_migrator::sim::{Agent, Scenario};
-use operator_support::{Controllers, EVENTS, MACHINES, PLANS, condition, wait_for};
+use operator_support::{Controllers, EVENTS, MACHINES, PLANS, condition, plan_object, wait_for};
 use serde_json::json;
 
 const NS: &str = "team-b";
@@ -52,9 +52,7 @@ async fn deleting_a_plan_with_rollback_policy_restores_the_legacy_path_and_remov
         .collect();
     let fake = FakeApiServer::start().await.unwrap();
 
-    let mut plan = serde_json::to_value(&simulation.plan).unwrap();
-    plan["metadata"]["namespace"] = json!(NS);
-    plan["metadata"]["name"] = json!("fleet");
+    let mut plan = plan_object(&simulation, NS, "fleet");
     plan["metadata"]["annotations"]["amamigrator.io/approve-wave"] = json!("canary, medium");
     plan["metadata"]["annotations"]["amamigrator.io/deletion-policy"] = json!("Rollback");
     // Legacy agents stay installed, so every machine can go back to them.

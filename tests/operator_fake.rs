@@ -6,33 +6,22 @@ mod operator_support;
 
 use std::time::{Duration, Instant};
 
-use ama_migrator::engine::SimulateOptions;
 use ama_migrator::operator::fake::FakeApiServer;
 use ama_migrator::operator::{FIELD_MANAGER, FINALIZER};
-use ama_migrator::sim::Scenario;
-use operator_support::{Controllers, EVENTS, MACHINES, PLANS, condition, wait_for};
+use operator_support::{
+    Controllers, EVENTS, MACHINES, PLANS, condition, plan_object, simulation, wait_for,
+};
 use serde_json::{Value, json};
 
 const NS: &str = "team-a";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_small_migration_reaches_ready_through_the_controllers() {
-    let simulation = ama_migrator::engine::simulate::Simulation::start(SimulateOptions {
-        scenario: Scenario {
-            machines: 12,
-            time_scale: 3000.0,
-            ..Scenario::default()
-        },
-        ..SimulateOptions::default()
-    })
-    .await
-    .unwrap();
+    let simulation = simulation(12).await;
     let fake = FakeApiServer::start().await.unwrap();
     let client = fake.client(NS).unwrap();
 
-    let mut plan = serde_json::to_value(&simulation.plan).unwrap();
-    plan["metadata"]["namespace"] = json!(NS);
-    plan["metadata"]["name"] = json!("fleet");
+    let mut plan = plan_object(&simulation, NS, "fleet");
     // A person approves the manual gates through the annotation (not the engine's auto-approve).
     plan["metadata"]["annotations"]["amamigrator.io/approve-wave"] = json!("canary, medium");
     let created = fake

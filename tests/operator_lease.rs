@@ -3,29 +3,21 @@
 //! not renewed within the Lease duration, stop the controllers and every engine (no more writes),
 //! report not ready, and lead again once the Lease is renewed.
 
+mod operator_support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ama_migrator::engine::{Clock, EngineOptions, SimulateOptions};
+use ama_migrator::engine::EngineOptions;
 use ama_migrator::operator::controller::Context;
 use ama_migrator::operator::fake::FakeApiServer;
 use ama_migrator::operator::leader::{
     self, Health, LeaderConfig, LeaderState, LeaseTiming, Outcome,
 };
 use ama_migrator::operator::metrics::Metrics;
-use ama_migrator::sim::{Scenario, SimHandle};
-use k8s_openapi::jiff::Timestamp;
-use serde_json::json;
+use operator_support::{SimClock, plan_object, simulation};
 
 const NS: &str = "team-a";
-
-struct SimClock(Arc<SimHandle>);
-
-impl Clock for SimClock {
-    fn now(&self) -> Timestamp {
-        self.0.now().parse().unwrap_or(Timestamp::UNIX_EPOCH)
-    }
-}
 
 async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -48,20 +40,9 @@ fn writes(fake: &FakeApiServer) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unrenewed_lease_stops_the_leader_until_it_is_renewed_again() {
-    let simulation = ama_migrator::engine::simulate::Simulation::start(SimulateOptions {
-        scenario: Scenario {
-            machines: 6,
-            time_scale: 3000.0,
-            ..Scenario::default()
-        },
-        ..SimulateOptions::default()
-    })
-    .await
-    .unwrap();
+    let simulation = simulation(6).await;
     let fake = FakeApiServer::start().await.unwrap();
-    let mut plan = serde_json::to_value(&simulation.plan).unwrap();
-    plan["metadata"]["namespace"] = json!(NS);
-    plan["metadata"]["name"] = json!("fleet");
+    let plan = plan_object(&simulation, NS, "fleet");
     fake.create(
         &format!("/apis/amamigrator.io/v1alpha1/namespaces/{NS}/migrationplans"),
         NS,

@@ -97,3 +97,25 @@ impl Controllers {
             .expect("controller task joins");
     }
 }
+
+/// The simulator with `machines` machines at 3000x, and the built-in plan for it.
+pub async fn simulation(machines: usize) -> Simulation {
+    Simulation::start(ama_migrator::engine::SimulateOptions {
+        scenario: ama_migrator::sim::Scenario {
+            machines,
+            time_scale: 3000.0,
+            ..ama_migrator::sim::Scenario::default()
+        },
+        ..ama_migrator::engine::SimulateOptions::default()
+    })
+    .await
+    .expect("simulation starts")
+}
+
+/// The simulation's built-in plan as a MigrationPlan object named `name` in `namespace`.
+pub fn plan_object(simulation: &Simulation, namespace: &str, name: &str) -> Value {
+    let mut plan = serde_json::to_value(&simulation.plan).expect("plan serializes");
+    plan["metadata"]["namespace"] = Value::from(namespace);
+    plan["metadata"]["name"] = Value::from(name);
+    plan
+}
