@@ -388,8 +388,10 @@ pub async fn already_done(client: &ArmClient, machine: &ResourceId, act: &Act) -
         ),
         Act::RemoveLegacy { extension } => match client.get_extension(machine, extension).await {
             Ok(None) => InEffect::Yes,
+            // Deleting: ARM accepted the delete and the agent is going away; a second DELETE
+            // would be needless, and waiting would let the planner lean on a leaving agent.
             Ok(Some(e)) => match e.properties.provisioning_state.as_deref() {
-                Some(s) if s.eq_ignore_ascii_case("Deleting") => InEffect::Underway,
+                Some(s) if s.eq_ignore_ascii_case("Deleting") => InEffect::Yes,
                 _ => InEffect::No,
             },
             Err(_) => InEffect::No,

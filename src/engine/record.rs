@@ -71,7 +71,13 @@ impl Progress {
         MachineState {
             ama_installed: self.ama_installed,
             identity_enabled: self.identity_enabled,
-            legacy_removed: self.legacy_removed,
+            // A legacy removal ARM accepted counts as done: the agent is going away, so nothing
+            // may lean on it (e.g. take AMA off a source "because legacy still sends it").
+            legacy_removed: self.legacy_removed
+                || self
+                    .in_flight
+                    .as_ref()
+                    .is_some_and(|f| f.action == "RemoveLegacy"),
             associated: self.associated.iter().copied().collect::<TypeSet>(),
             test_associated: self.test_associated.iter().copied().collect::<TypeSet>(),
             failed: self.failed,
@@ -329,5 +335,34 @@ pub fn block_reason(b: &crate::plan::BlockReason) -> &'static str {
         B::ClaimedByOtherPlan(_) => reasons::MACHINE_CLAIMED_TWICE,
         B::Held => reasons::HELD,
         B::UnknownOs(_) | B::UnknownKind(_) => ctypes::BLOCKED,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_flight(action: &str) -> Progress {
+        Progress {
+            in_flight: Some(InFlight {
+                journal_id: 7,
+                action: action.into(),
+                poll_at_ms: 0,
+            }),
+            ..Progress::default()
+        }
+    }
+
+    #[test]
+    fn an_accepted_legacy_removal_counts_as_removed_for_the_planner() {
+        assert!(!Progress::default().state(false).legacy_removed);
+        assert!(in_flight("RemoveLegacy").state(false).legacy_removed);
+        // Other writes in flight say nothing about the legacy agent.
+        assert!(!in_flight("InstallAma").state(false).legacy_removed);
+        let done = Progress {
+            legacy_removed: true,
+            ..Progress::default()
+        };
+        assert!(done.state(true).legacy_removed && done.state(true).held);
     }
 }

@@ -369,6 +369,34 @@ impl Engine {
                 }
             }
         }
+        // A legacy removal that may have reached ARM is settled now, not when the planner next
+        // asks for it: until then the planner would count on the (leaving) legacy agent, and
+        // could take AMA off a source it alone still sends.
+        let mut legacy_gone: HashSet<String> = HashSet::new();
+        for (key, _) in recheck.iter().filter(|(_, a)| a == "RemoveLegacy") {
+            let Ok(rid) = ResourceId::parse(key) else {
+                continue;
+            };
+            if let Ok(exts) = self.client.agent_extensions(&rid).await {
+                let leaving = exts.iter().all(|(kind, e)| {
+                    *kind != AgentKind::Legacy
+                        || e.properties
+                            .provisioning_state
+                            .as_deref()
+                            .is_some_and(|s| s.eq_ignore_ascii_case("Deleting"))
+                });
+                if leaving {
+                    legacy_gone.insert(key.clone());
+                }
+            }
+        }
+        for key in &legacy_gone {
+            recheck.remove(&(key.clone(), "RemoveLegacy".to_string()));
+            if let Some(r) = records.get_mut(key) {
+                apply_effect(&mut r.progress, Effect::LegacyRemoved);
+                r.dirty = true;
+            }
+        }
 
         let plan_types: BTreeSet<DataSourceType> = spec
             .data_sources
@@ -534,6 +562,9 @@ impl Engine {
                 let rec = records.entry(d.key.clone()).or_insert_with(|| {
                     let mut r = MachineRecord::new(&plan_obj, spec_now.clone());
                     r.progress.in_flight = unrecorded.remove(&d.key);
+                    if legacy_gone.contains(&d.key) {
+                        apply_effect(&mut r.progress, Effect::LegacyRemoved);
+                    }
                     r
                 });
                 if rec.object.spec != spec_now {
