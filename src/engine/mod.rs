@@ -40,11 +40,11 @@ pub mod state;
 pub mod verify;
 
 pub use discover::{Discovery, discover};
+pub use rollback::{MachineRollback, RollbackEnd, RollbackScope};
 pub use run::{
     Clock, Engine, EngineOptions, ProgressSink, RunEnd, Snapshot, SystemClock,
     TEST_WORKSPACE_ID_ANNOTATION,
 };
-pub use rollback::{MachineRollback, RollbackEnd, RollbackScope};
 pub use simulate::{
     ArmCounts, SimulateOptions, SimulationReport, StopPoint, default_plan, run_simulation,
 };
@@ -78,4 +78,18 @@ impl EngineError {
     pub fn azure(what: &'static str, source: AzureError) -> Self {
         Self::Azure { what, source }
     }
+}
+
+/// The plan's namespace (default `default`) and name (required).
+pub(crate) fn plan_key(plan: &crate::api::MigrationPlan) -> Result<(String, String), EngineError> {
+    let ns = plan
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| crate::local::DEFAULT_NAMESPACE.to_string());
+    let name = plan.metadata.name.clone().ok_or(EngineError::Plan {
+        field: "metadata.name",
+        problem: "is required".into(),
+    })?;
+    Ok((ns, name))
 }

@@ -48,7 +48,7 @@ use crate::machine::{
 use super::discover::discover;
 use super::record::MachineRecord;
 use super::run::{Engine, PLAN_PROGRESS_ANNOTATION};
-use super::{EngineError, flip};
+use super::{EngineError, flip, plan_key};
 
 /// On the MigrationPlan: the rollback that paused it (JSON [`RollbackMarker`]).
 pub const ROLLBACK_ANNOTATION: &str = "amamigrator.io/rollback";
@@ -151,19 +151,6 @@ fn marker(plan: &MigrationPlan) -> Option<RollbackMarker> {
         .as_ref()?
         .get(ROLLBACK_ANNOTATION)
         .map(|s| serde_json::from_str(s).unwrap_or_default())
-}
-
-fn plan_key(plan: &MigrationPlan) -> Result<(String, String), EngineError> {
-    let ns = plan
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| crate::local::DEFAULT_NAMESPACE.to_string());
-    let name = plan.metadata.name.clone().ok_or(EngineError::Plan {
-        field: "metadata.name",
-        problem: "is required".into(),
-    })?;
-    Ok((ns, name))
 }
 
 /// Shared by the machines of one rollback call.

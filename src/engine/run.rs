@@ -234,15 +234,7 @@ impl Engine {
 
     /// Load (or create) the plan in the state and run it until it ends.
     pub async fn run(&self, plan: MigrationPlan) -> Result<RunEnd, EngineError> {
-        let ns = plan
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| crate::local::DEFAULT_NAMESPACE.to_string());
-        let name = plan.metadata.name.clone().ok_or(EngineError::Plan {
-            field: "metadata.name",
-            problem: "is required".into(),
-        })?;
+        let (ns, name) = super::plan_key(&plan)?;
         let mut plan_obj = match self
             .state
             .load_plan(&ns, &name)
