@@ -8,8 +8,12 @@
 //!    controllers and the plan's engine, the same code `run` starts) migrates a fleet of N
 //!    machines of the in-process Azure simulator; its clock follows the simulator's scaled
 //!    clock. The simulator's ARM quotas are raised tenfold so the run ends within minutes
-//!    (memory, not throughput, is measured). Prints progress, the peak RSS and the size of the
-//!    engine's journal ConfigMap.
+//!    (memory, not throughput, is measured). Prints progress, the end, the time, the peak RSS
+//!    and the size of the engine's journal ConfigMap.
+//!
+//! In both, the measured process holds the operator only: the fake API server (every object and
+//! its watch history) and the simulator (machines, ledger) run in this bench process, whose
+//! memory is not the operator's.
 //!
 //! `cargo bench --bench operator_rss [-- [N] [--paused-only|--engine-only] [--limit SECONDS]]`
 
@@ -369,6 +373,22 @@ fn operator_child(sim_url: &str) {
     }
 }
 
+/// MachineMigrations by `status.step`, e.g. `Done=812 InstallAma=40`.
+fn steps(fake: &FakeApiServer) -> String {
+    let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+    for m in fake.objects("/apis/amamigrator.io/v1alpha1/machinemigrations") {
+        let step = m["status"]["step"].as_str().unwrap_or("-").to_string();
+        *by.entry(step).or_default() += 1;
+    }
+    if by.is_empty() {
+        return "(none yet)".into();
+    }
+    by.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn vm_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -455,15 +475,18 @@ fn engine(n: usize, limit: Duration) {
             if last_print.elapsed() > Duration::from_secs(30) {
                 last_print = Instant::now();
                 eprintln!(
-                    "  [{:>4.0} s] phase {phase} summary {summary} RSS {:.1} MiB",
+                    "  [{:>4.0} s] phase {phase}; machines by step {}; operator RSS {:.1} MiB (peak {:.1})",
                     start.elapsed().as_secs_f64(),
-                    vm_rss_kib(pid).unwrap_or(0) as f64 / 1024.0
+                    steps(&fake),
+                    vm_rss_kib(pid).unwrap_or(0) as f64 / 1024.0,
+                    vm_hwm_kib(pid).unwrap_or(0) as f64 / 1024.0,
                 );
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let elapsed = start.elapsed();
         let hwm = vm_hwm_kib(pid);
+        let final_steps = steps(&fake);
         let _ = child.kill();
         let _ = child.wait();
         let _ = std::fs::remove_dir_all(&dir);
@@ -479,9 +502,13 @@ fn engine(n: usize, limit: Duration) {
         println!(
             "operator_rss (engine): a fleet of {n} simulated machines (time scale 600, ARM quotas x10), plan NOT paused"
         );
+        println!(
+            "  measured process: the operator child (pid {pid}: leader election, controllers, engine) alone; the simulator and the fake API server (every object, watch history) run in this bench process (RSS {:.0} MiB, not counted)",
+            vm_rss_kib(std::process::id()).unwrap_or(0) as f64 / 1024.0
+        );
         println!("  simulator + fake set up in {:.1} s", setup.as_secs_f64());
         println!(
-            "  after {:.0} s: {outcome}; phase {phase}; summary {summary}; {machines} MachineMigrations",
+            "  end after {:.0} s: {outcome}; phase {phase}; summary {summary}; {machines} MachineMigrations; by step: {final_steps}",
             elapsed.as_secs_f64()
         );
         println!(

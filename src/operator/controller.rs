@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ::kube::api::{Api, Patch, PatchParams};
+use ::kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use ::kube::runtime::controller::{Action, Controller};
 use ::kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use ::kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -30,7 +30,7 @@ use crate::engine::{Clock, Engine, EngineOptions, RollbackEnd, RunEnd};
 
 use super::credentials::{self, ArmFactory, CredentialCache, CredentialProblem, Resolved};
 use super::metrics::{ControllerLabels, ErrorLabels, Metrics};
-use super::state::{KubeState, steering};
+use super::state::{KubeState, list_paged, steering};
 use super::{CONTROLLER_NAME, FIELD_MANAGER, FINALIZER, plan_annotations};
 
 #[derive(Debug, thiserror::Error)]
@@ -629,20 +629,22 @@ async fn start_runner(
     Ok(())
 }
 
+/// The steering annotations of the plan's machines, read as metadata only, page by page.
 async fn machine_steering(
     ctx: &Context,
     key: &(String, String),
 ) -> HashMap<String, (bool, Option<String>, bool)> {
-    let api: Api<MachineMigration> = Api::namespaced(ctx.client.clone(), &key.0);
+    let api: Api<PartialObjectMeta<MachineMigration>> = Api::namespaced(ctx.client.clone(), &key.0);
     let lp = ::kube::api::ListParams::default().labels(&format!("{}={}", labels::PLAN, key.1));
-    match api.list(&lp).await {
-        Ok(list) => list
-            .items
-            .iter()
-            .map(|m| (m.name_any(), steering(m)))
-            .collect(),
-        Err(_) => HashMap::new(),
+    let mut out = HashMap::new();
+    let listed = list_paged(&api, lp, |m| {
+        out.insert(m.name_any(), steering(&m));
+    })
+    .await;
+    if let Err(e) = listed {
+        tracing::warn!(error = %e, namespace = %key.0, plan = %key.1, "cannot list the plan's machines for their steering annotations");
     }
+    out
 }
 
 async fn cleanup_plan(plan: Arc<MigrationPlan>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -744,9 +746,22 @@ pub fn error_policy(_plan: Arc<MigrationPlan>, error: &Error, ctx: Arc<Context>)
     Action::requeue(Duration::from_secs(15))
 }
 
+/// The plan a machine belongs to: its controller owner reference (a MigrationPlan), else its
+/// plan label.
+fn plan_of(machine: &PartialObjectMeta<MachineMigration>) -> Option<String> {
+    machine
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == MigrationPlan::kind(&()))
+        .map(|o| o.name.clone())
+        .or_else(|| machine.labels().get(labels::PLAN).cloned())
+}
+
 /// Reconcile one MachineMigration: a person's hold/retry/skip → an event and a plan restart.
+/// The controller watches metadata only (names, labels, annotations, owners): that is all the
+/// reconcile reads, and the engine keeps the machines' specs and statuses itself.
 pub async fn reconcile_machine(
-    machine: Arc<MachineMigration>,
+    machine: Arc<PartialObjectMeta<MachineMigration>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let started = Instant::now();
@@ -755,8 +770,12 @@ pub async fn reconcile_machine(
     };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
     let (ns, name) = key_of(machine.as_ref());
-    let plan_key = (ns.clone(), machine.spec.plan.clone());
-    let now_steering = steering(&machine);
+    let Some(plan) = plan_of(&machine) else {
+        // Not a machine of any plan: nothing to steer.
+        return Ok(Action::await_change());
+    };
+    let plan_key = (ns.clone(), plan);
+    let now_steering = steering(machine.as_ref());
     let seen = ctx
         .runners()
         .get(&plan_key)
@@ -805,7 +824,7 @@ pub async fn reconcile_machine(
     Ok(Action::await_change())
 }
 
-fn retry_already_observed(m: &MachineMigration) -> bool {
+fn retry_already_observed(m: &PartialObjectMeta<MachineMigration>) -> bool {
     let (hold, retry, skip) = steering(m);
     !hold
         && !skip
@@ -813,7 +832,11 @@ fn retry_already_observed(m: &MachineMigration) -> bool {
         && m.annotations().get(super::RETRY_OBSERVED_ANNOTATION) == retry.as_ref()
 }
 
-pub fn machine_error_policy(_m: Arc<MachineMigration>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn machine_error_policy(
+    _m: Arc<PartialObjectMeta<MachineMigration>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     ctx.metrics
         .reconcile_errors
         .get_or_create(&ErrorLabels {
@@ -845,13 +868,16 @@ pub async fn run_controllers(
     let mut runs = Vec::new();
     let mut stores_ready = Vec::new();
     for scope in scopes {
-        let (plans, machines): (Api<MigrationPlan>, Api<MachineMigration>) = match &scope {
-            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-            Some(ns) => (
-                Api::namespaced(ctx.client.clone(), ns),
-                Api::namespaced(ctx.client.clone(), ns),
-            ),
-        };
+        // Machines: metadata only (PartialObjectMetadata), so the cache of 10,000 machines holds
+        // no specs or statuses.
+        let (plans, machines): (Api<MigrationPlan>, Api<PartialObjectMeta<MachineMigration>>) =
+            match &scope {
+                None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+                Some(ns) => (
+                    Api::namespaced(ctx.client.clone(), ns),
+                    Api::namespaced(ctx.client.clone(), ns),
+                ),
+            };
         let trigger = futures::stream::unfold(fan_tx.subscribe(), |mut rx| async move {
             loop {
                 match rx.recv().await {

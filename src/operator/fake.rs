@@ -1,7 +1,9 @@
 //! An in-process stand-in for the Kubernetes API server, on a loopback address, for controller
-//! tests and the memory benchmark: list, watch, get, create, patch (apply, merge, strategic as
-//! merge, JSON patch), delete with finalizers and owner-reference garbage collection, generation
-//! on spec changes, and a log of every request so tests can assert what the operator wrote.
+//! tests and the memory benchmark: list (paged by `limit`/`continue`), watch, get, create, patch
+//! (apply, merge, strategic as merge, JSON patch), delete with finalizers and owner-reference
+//! garbage collection, generation on spec changes, metadata-only answers
+//! (`PartialObjectMetadata`, as kube's `Api<PartialObjectMeta<K>>` asks), and a log of every
+//! request so tests can assert what the operator wrote.
 //!
 //! It is not an apiserver: no validation, no admission, server-side apply keeps no field
 //! ownership (one writer owns everything it applies, which is how the operator uses it).
@@ -173,7 +175,92 @@ fn status_error(code: u16, reason: &str, message: String) -> (u16, Value) {
     )
 }
 
+/// An object as `PartialObjectMetadata` (what the apiserver answers to
+/// `Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`).
+fn partial_metadata(obj: &Value) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+           "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({}))})
+}
+
+/// A list's `continue` token: the resourceVersion of the first page and the last key served.
+fn continue_token(rv: u64, key: &Key) -> String {
+    format!("{rv}/{}/{}", key.1, key.2)
+}
+
+fn parse_continue(token: &str) -> Option<(u64, String, String)> {
+    let mut parts = token.splitn(3, '/');
+    let rv = parts.next()?.parse().ok()?;
+    Some((rv, parts.next()?.to_string(), parts.next()?.to_string()))
+}
+
 impl Store {
+    /// A list, in pages of `limit` objects when asked (`continue` resumes after the last key
+    /// served). Unlike the apiserver, later pages show objects as they are now rather than at
+    /// the first page's resourceVersion (which every page reports); a watch from that version
+    /// replays the changes made in between, so a reflector ends up with the same state.
+    fn list(&self, t: &Target, query: &str, metadata_only: bool) -> (u16, Value) {
+        let ns = t.namespace.clone().unwrap_or_default();
+        let selector = query_param(query, "labelSelector");
+        let limit = query_param(query, "limit")
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|l| *l > 0);
+        let (rv, after) = match query_param(query, "continue").filter(|c| !c.is_empty()) {
+            Some(token) => match parse_continue(&token) {
+                Some((rv, ns, name)) => (rv, Some((t.collection.clone(), ns, name))),
+                None => {
+                    return status_error(
+                        400,
+                        "BadRequest",
+                        format!("invalid continue token {token:?}"),
+                    );
+                }
+            },
+            None => (self.rv, None),
+        };
+        let range = match &after {
+            Some(k) => self
+                .objects
+                .range::<Key, _>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+            None => self.objects.range::<Key, _>(..),
+        };
+        let mut matching = range
+            .filter(|(k, _)| k.0 == t.collection && (t.namespace.is_none() || k.1 == ns))
+            .filter(|(_, o)| matches_selector(o, selector.as_deref()));
+        let mut items = Vec::new();
+        let mut last = None;
+        for (k, o) in matching.by_ref() {
+            items.push(if metadata_only {
+                partial_metadata(o)
+            } else {
+                o.clone()
+            });
+            last = Some(k);
+            if limit.is_some_and(|l| items.len() >= l) {
+                break;
+            }
+        }
+        let more = limit.is_some() && matching.next().is_some();
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if let (true, Some(k)) = (more, last) {
+            meta["continue"] = json!(continue_token(rv, k));
+        }
+        let (api_version, kind) = if metadata_only {
+            (
+                "meta.k8s.io/v1".to_string(),
+                "PartialObjectMetadataList".to_string(),
+            )
+        } else {
+            (
+                t.api_version.clone(),
+                format!("{}List", kind_of(&t.resource)),
+            )
+        };
+        (
+            200,
+            json!({"apiVersion": api_version, "kind": kind, "metadata": meta, "items": items}),
+        )
+    }
+
     fn bump(&mut self) -> u64 {
         self.rv += 1;
         self.rv
@@ -552,30 +639,21 @@ async fn handle(
         );
         return json_response(code, body);
     }
+    // `Api<PartialObjectMeta<K>>` asks for metadata only (kube's metadata watchers).
+    let metadata_only = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
     let watch = matches!(query_param(&query, "watch").as_deref(), Some("true" | "1"));
     if method == Method::GET && watch {
-        return watch_response(&shared, &t, &query);
+        return watch_response(&shared, &t, &query, metadata_only);
     }
     let ns = t.namespace.clone().unwrap_or_default();
     let (code, out) = {
         let mut store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
         let tx = &shared.events;
         let result = match (&method, &t.name) {
-            (&Method::GET, None) => {
-                let selector = query_param(&query, "labelSelector");
-                let items: Vec<Value> = store
-                    .objects
-                    .iter()
-                    .filter(|(k, _)| k.0 == t.collection && (t.namespace.is_none() || k.1 == ns))
-                    .filter(|(_, o)| matches_selector(o, selector.as_deref()))
-                    .map(|(_, o)| o.clone())
-                    .collect();
-                (
-                    200,
-                    json!({"apiVersion": t.api_version, "kind": format!("{}List", kind_of(&t.resource)),
-                           "metadata": {"resourceVersion": store.rv.to_string()}, "items": items}),
-                )
-            }
+            (&Method::GET, None) => store.list(&t, &query, metadata_only),
             (&Method::GET, Some(name)) => {
                 match store
                     .objects
@@ -632,6 +710,16 @@ async fn handle(
         }
         result
     };
+    // Objects (not lists, which answer in their own form, nor Status errors) as metadata only.
+    let is_object = out.get("metadata").is_some()
+        && !matches!(
+            out["kind"].as_str(),
+            Some("Status" | "PartialObjectMetadataList")
+        )
+        && !(method == Method::GET && t.name.is_none());
+    if metadata_only && code < 300 && is_object {
+        return json_response(code, partial_metadata(&out));
+    }
     json_response(code, out)
 }
 
@@ -647,7 +735,7 @@ fn json_response(code: u16, body: Value) -> Response {
 
 /// A watch: replay history after the requested resourceVersion, then follow live events; a
 /// lagging watcher's stream ends and the client resumes from its last resourceVersion.
-fn watch_response(shared: &Arc<Shared>, t: &Target, query: &str) -> Response {
+fn watch_response(shared: &Arc<Shared>, t: &Target, query: &str, metadata_only: bool) -> Response {
     let since: u64 = query_param(query, "resourceVersion")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
@@ -671,11 +759,13 @@ fn watch_response(shared: &Arc<Shared>, t: &Target, query: &str) -> Response {
             && matches_selector(&e.object, selector.as_deref())
     };
     let wanted2 = wanted.clone();
-    let line = |e: &WatchEvent| {
-        Ok::<_, std::convert::Infallible>(Bytes::from(format!(
-            "{}\n",
+    let line = move |e: &WatchEvent| {
+        let text = if metadata_only {
+            json!({"type": e.kind, "object": partial_metadata(&e.object)})
+        } else {
             json!({"type": e.kind, "object": *e.object})
-        )))
+        };
+        Ok::<_, std::convert::Infallible>(Bytes::from(format!("{text}\n")))
     };
     let replay = futures::stream::iter(
         backlog
@@ -719,6 +809,79 @@ mod tests {
         let t = parse_path("/apis/amamigrator.io/v1alpha1/machinemigrations").unwrap();
         assert!(t.namespace.is_none());
         assert!(parse_path("/healthz").is_none());
+    }
+
+    fn store_with(n: usize) -> (Store, broadcast::Sender<WatchEvent>, Target) {
+        let (tx, _) = broadcast::channel(16);
+        let mut store = Store::default();
+        let t =
+            parse_path("/apis/amamigrator.io/v1alpha1/namespaces/ns1/machinemigrations").unwrap();
+        for i in 0..n {
+            let labels = if i % 2 == 0 {
+                json!({"p": "a"})
+            } else {
+                json!({"p": "b"})
+            };
+            let (code, _) = store.create(
+                &tx,
+                &t,
+                "ns1",
+                json!({"metadata": {"name": format!("m{i}"), "labels": labels}, "spec": {"x": i}}),
+            );
+            assert_eq!(code, 201);
+        }
+        (store, tx, t)
+    }
+
+    fn names(list: &Value) -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn lists_are_paged_by_limit_and_continue() {
+        let (mut store, tx, t) = store_with(7);
+        let (code, first) = store.list(&t, "labelSelector=p%3Da&limit=3", false);
+        assert_eq!(code, 200);
+        assert_eq!(names(&first), ["m0", "m2", "m4"]);
+        let rv = first["metadata"]["resourceVersion"].clone();
+        let token = first["metadata"]["continue"].as_str().unwrap().to_string();
+        // A change between pages: later pages show it, every page reports the first page's rv.
+        store.create(
+            &tx,
+            &t,
+            "ns1",
+            json!({"metadata": {"name": "m9", "labels": {"p": "a"}}}),
+        );
+        let q = format!("labelSelector=p%3Da&limit=3&continue={token}");
+        let (_, second) = store.list(&t, &q, false);
+        assert_eq!(names(&second), ["m6", "m9"]);
+        assert_eq!(second["metadata"]["resourceVersion"], rv);
+        assert!(second["metadata"].get("continue").is_none());
+        // Without a limit: everything in one page, no token.
+        let (_, all) = store.list(&t, "", false);
+        assert_eq!(names(&all).len(), 8);
+        assert!(all["metadata"].get("continue").is_none());
+        let (code, _) = store.list(&t, "limit=3&continue=garbage", false);
+        assert_eq!(code, 400);
+    }
+
+    #[test]
+    fn metadata_only_lists_and_gets_drop_spec_and_status() {
+        let (store, _, t) = store_with(2);
+        let (_, list) = store.list(&t, "limit=1", true);
+        assert_eq!(list["kind"], "PartialObjectMetadataList");
+        assert_eq!(list["apiVersion"], "meta.k8s.io/v1");
+        let item = &list["items"][0];
+        assert_eq!(item["kind"], "PartialObjectMetadata");
+        assert_eq!(item["metadata"]["name"], "m0");
+        assert_eq!(item["metadata"]["labels"]["p"], "a");
+        assert!(item.get("spec").is_none());
+        assert!(list["metadata"]["continue"].is_string());
     }
 
     #[test]

@@ -9,12 +9,12 @@
 //! It therefore needs a multi-threaded Tokio runtime.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ::kube::api::{Api, Patch, PatchParams};
+use ::kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use ::kube::runtime::events::{Event, EventType, Recorder};
 use ::kube::{Client, Resource, ResourceExt};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
@@ -41,6 +41,31 @@ const ENGINE_DATA_KEY: &str = "engine.json";
 const MAX_NOTE: usize = 1024;
 /// Where errors say the state lives.
 const WHERE: &str = "the Kubernetes API";
+
+/// Objects per page of the operator's own lists (the apiserver's default for kube's watchers).
+pub const LIST_PAGE: u32 = 500;
+
+/// List with `lp` in pages of [`LIST_PAGE`], handing each object to `each` as its page arrives
+/// (a list of 10,000 machines is never one response body).
+pub async fn list_paged<K>(
+    api: &Api<K>,
+    lp: ::kube::api::ListParams,
+    mut each: impl FnMut(K),
+) -> Result<(), ::kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut lp = lp.limit(LIST_PAGE);
+    loop {
+        let page = api.list(&lp).await?;
+        let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+        page.items.into_iter().for_each(&mut each);
+        match next {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(()),
+        }
+    }
+}
 
 /// The name of a plan's engine ConfigMap.
 pub fn engine_configmap_name(plan: &str) -> String {
@@ -89,6 +114,8 @@ struct MachineCache {
     step: Option<MachineStep>,
     /// Hash of the last applied main object (metadata we own + spec).
     main_hash: u64,
+    /// Hash of the last applied status (0: not applied by this state yet).
+    status_hash: u64,
     generation: Option<i64>,
 }
 
@@ -116,10 +143,59 @@ pub struct KubeState {
     inner: Mutex<Inner>,
 }
 
-fn hash_json(v: &serde_json::Value) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    v.to_string().hash(&mut h);
-    h.finish()
+/// Feeds serialized JSON straight into a hasher (no string of the whole object).
+struct HashWriter(std::collections::hash_map::DefaultHasher);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A hash of `v`'s JSON form.
+fn hash_json(v: &impl Serialize) -> u64 {
+    let mut w = HashWriter(std::collections::hash_map::DefaultHasher::new());
+    // Serializing our own types into a sink that cannot fail does not fail; if it ever did,
+    // a hash of 0 never matches a cached one, so the write is simply sent.
+    match serde_json::to_writer(&mut w, v) {
+        Ok(()) => w.0.finish().max(1),
+        Err(_) => 0,
+    }
+}
+
+/// The server-side apply body of a MachineMigration's main object: the metadata this operator
+/// owns and the spec, borrowed from the machine (serialized once for the hash and once as the
+/// request, never copied into a `serde_json::Value`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MachineApply<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    metadata: MachineApplyMeta<'a>,
+    spec: &'a crate::api::machine::MachineMigrationSpec,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MachineApplyMeta<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    labels: &'a BTreeMap<String, String>,
+    annotations: BTreeMap<&'a str, &'a String>,
+    owner_references: [&'a OwnerReference; 1],
+}
+
+/// The server-side apply body of a MachineMigration's status subresource.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MachineStatusApply<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    status: &'a crate::api::machine::MachineMigrationStatus,
 }
 
 fn kube_error(kind: &str, namespace: &str, name: &str, e: impl std::fmt::Display) -> StoreError {
@@ -188,7 +264,8 @@ impl KubeState {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    fn machines(&self) -> Api<MachineMigration> {
+    /// MachineMigrations read as metadata only (writes answered with `PartialObjectMetadata`).
+    fn machine_metadata(&self) -> Api<PartialObjectMeta<MachineMigration>> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
@@ -407,19 +484,18 @@ impl EngineState for KubeState {
         let api: Api<MachineMigration> = Api::namespaced(self.client.clone(), namespace);
         let lp = ::kube::api::ListParams::default()
             .labels(&format!("{}={plan}", crate::api::machine::labels::PLAN));
-        let list = self
-            .block(api.list(&lp))
-            .map_err(|e| kube_error("MachineMigration", namespace, plan, e))?;
-        // Only the machines this plan controls (a label alone can be set by anyone).
-        let items: Vec<MachineMigration> = list
-            .items
-            .into_iter()
-            .filter(|m| {
-                m.owner_references()
-                    .iter()
-                    .any(|o| o.controller == Some(true) && o.uid == self.owner.uid)
-            })
-            .collect();
+        // Page by page (no response body holds every machine at once), keeping only the
+        // machines this plan controls (a label alone can be set by anyone).
+        let mut items: Vec<MachineMigration> = Vec::new();
+        self.block(list_paged(&api, lp, |m: MachineMigration| {
+            if m.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.uid == self.owner.uid)
+            {
+                items.push(m);
+            }
+        }))
+        .map_err(|e| kube_error("MachineMigration", namespace, plan, e))?;
         let mut inner = self.lock();
         inner.step_counts.clear();
         let mut counts: HashMap<String, i64> = HashMap::new();
@@ -435,6 +511,7 @@ impl EngineState for KubeState {
                     uid: m.uid(),
                     step,
                     main_hash: 0,
+                    status_hash: 0,
                     generation: m.metadata.generation,
                 },
             );
@@ -470,48 +547,70 @@ impl EngineState for KubeState {
             .filter(|(k, _)| OWNED_MACHINE_ANNOTATIONS.contains(&k.as_str()))
             .map(|(k, v)| (k.as_str(), v))
             .collect();
-        let main = json!({
-            "apiVersion": MachineMigration::api_version(&()),
-            "kind": MachineMigration::kind(&()),
-            "metadata": {
-                "name": name,
-                "namespace": ns,
-                "labels": machine.labels(),
-                "annotations": owned,
-                "ownerReferences": [self.owner],
+        let api_version = MachineMigration::api_version(&());
+        let kind = MachineMigration::kind(&());
+        let main = MachineApply {
+            api_version: &api_version,
+            kind: &kind,
+            metadata: MachineApplyMeta {
+                name: &name,
+                namespace: &ns,
+                labels: machine.labels(),
+                annotations: owned,
+                owner_references: [&self.owner],
             },
-            "spec": machine.spec,
-        });
+            spec: &machine.spec,
+        };
         let main_hash = hash_json(&main);
         let cached = self.lock().machines.get(&name).cloned().unwrap_or_default();
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let mut cache = cached.clone();
-        let mut saved = machine.clone();
-        if cached.main_hash != main_hash || cached.uid.is_none() {
-            let result = self.block(self.machines().patch(&name, &params, &Patch::Apply(&main)));
+        // The answers are read as metadata only (PartialObjectMetadata): the machine's spec and
+        // status are the ones just sent, so only its uid, generation and resourceVersion are new.
+        let mut metadata = None;
+        if cached.main_hash != main_hash || main_hash == 0 || cached.uid.is_none() {
+            let result = self.block(self.machine_metadata().patch(
+                &name,
+                &params,
+                &Patch::Apply(&main),
+            ));
             self.metrics.kube_write("machinemigrations", result.is_ok());
             let applied = result.map_err(|e| kube_error("MachineMigration", &ns, &name, e))?;
-            cache.uid = applied.uid();
+            cache.uid = applied.metadata.uid.clone();
             cache.generation = applied.metadata.generation;
             cache.main_hash = main_hash;
-            saved.metadata = applied.metadata;
+            metadata = Some(applied.metadata);
         }
+        drop(main);
         let mut status = machine.status.clone().unwrap_or_default();
         status.observed_generation = cache.generation;
-        let body = json!({
-            "apiVersion": MachineMigration::api_version(&()),
-            "kind": MachineMigration::kind(&()),
-            "status": status,
-        });
-        let result = self.block(
-            self.machines()
-                .patch_status(&name, &params, &Patch::Apply(&body)),
-        );
-        self.metrics
-            .kube_write("machinemigrations/status", result.is_ok());
-        let applied = result.map_err(|e| kube_error("MachineMigration", &ns, &name, e))?;
-        saved.metadata.resource_version = applied.metadata.resource_version;
-        saved.status = Some(status);
+        let body = MachineStatusApply {
+            api_version: &api_version,
+            kind: &kind,
+            status: &status,
+        };
+        let status_hash = hash_json(&body);
+        let mut resource_version = None;
+        if status_hash != cached.status_hash || status_hash == 0 || metadata.is_some() {
+            let result = self.block(self.machine_metadata().patch_status(
+                &name,
+                &params,
+                &Patch::Apply(&body),
+            ));
+            self.metrics
+                .kube_write("machinemigrations/status", result.is_ok());
+            let applied = result.map_err(|e| kube_error("MachineMigration", &ns, &name, e))?;
+            cache.status_hash = status_hash;
+            resource_version = applied.metadata.resource_version;
+        }
+        let mut saved = MachineMigration {
+            metadata: metadata.unwrap_or_else(|| machine.metadata.clone()),
+            spec: machine.spec.clone(),
+            status: Some(status),
+        };
+        if resource_version.is_some() {
+            saved.metadata.resource_version = resource_version;
+        }
         let step = saved.status.as_ref().and_then(|s| s.step);
         let from = cached.step;
         cache.step = step;
@@ -806,8 +905,9 @@ impl KubeState {
     }
 }
 
-/// The steering annotations a person set on a machine that this operator honours.
-pub fn steering(machine: &MachineMigration) -> (bool, Option<String>, bool) {
+/// The steering annotations a person set on a machine that this operator honours (a whole
+/// MachineMigration or its metadata).
+pub fn steering<K: Resource>(machine: &K) -> (bool, Option<String>, bool) {
     let a = machine.annotations();
     let yes = |k: &str| a.get(k).is_some_and(|v| v.eq_ignore_ascii_case("true"));
     (
