@@ -34,8 +34,13 @@ pub struct BudgetConfig {
     pub resource_graph: BucketShape,
     /// Log Analytics query API: 200 queries per 30 s.
     pub log_query: BucketShape,
-    /// Share of each refill rate the client uses (0..=1). Below 1 the server's bucket slowly
-    /// gains spare tokens that absorb network jitter, so equal shapes never produce a 429.
+    /// Share of a bucket's refill rate the client uses once the service has throttled that bucket
+    /// (0..=1); until then it uses the full rate. Equal shapes on both sides cannot produce a 429
+    /// by themselves (a request reaches the service after the client took its token, so the
+    /// service's bucket has refilled at least as long), so a 429 means the quota is shared with
+    /// someone else or the process restarted on a drained bucket; from then on the service's
+    /// bucket slowly gains spare tokens that absorb it. A headroom from the start would leave
+    /// that share of the quota unused for the whole run.
     pub refill_headroom: f64,
 }
 
@@ -103,6 +108,8 @@ pub struct TokenBucket {
     tokens: f64,
     updated: Instant,
     blocked_until: Option<Instant>,
+    /// Share of the refill rate used (1 until the service throttled this bucket).
+    headroom: f64,
 }
 
 impl TokenBucket {
@@ -112,7 +119,12 @@ impl TokenBucket {
             tokens: shape.capacity,
             updated: now,
             blocked_until: None,
+            headroom: 1.0,
         }
+    }
+
+    fn rate(&self) -> f64 {
+        self.shape.refill_per_sec * self.headroom
     }
 
     fn refill(&mut self, now: Instant) {
@@ -120,8 +132,14 @@ impl TokenBucket {
             return;
         }
         let dt = now.duration_since(self.updated).as_secs_f64();
-        self.tokens = (self.tokens + dt * self.shape.refill_per_sec).min(self.shape.capacity);
+        self.tokens = (self.tokens + dt * self.rate()).min(self.shape.capacity);
         self.updated = now;
+    }
+
+    /// Use only `share` of the refill rate from now on (after the service throttled us).
+    pub fn slow_down(&mut self, share: f64, now: Instant) {
+        self.refill(now);
+        self.headroom = self.headroom.min(share.clamp(0.01, 1.0));
     }
 
     /// How long until a token is available (zero: take one now).
@@ -135,10 +153,10 @@ impl TokenBucket {
         self.refill(now);
         if self.tokens >= 1.0 {
             Duration::ZERO
-        } else if self.shape.refill_per_sec <= 0.0 {
+        } else if self.rate() <= 0.0 {
             Duration::from_secs(3600)
         } else {
-            Duration::from_secs_f64((1.0 - self.tokens) / self.shape.refill_per_sec)
+            Duration::from_secs_f64((1.0 - self.tokens) / self.rate())
         }
     }
 
@@ -185,17 +203,13 @@ impl Budget {
     }
 
     fn shape(&self, class: BucketClass) -> BucketShape {
-        let shape = match class {
+        match class {
             BucketClass::Read => self.config.reads,
             BucketClass::Write => self.config.writes,
             BucketClass::Delete => self.config.deletes,
             BucketClass::ComputeUpdateVm => self.config.compute_update_vm,
             BucketClass::ResourceGraph => self.config.resource_graph,
             BucketClass::LogQuery => self.config.log_query,
-        };
-        BucketShape {
-            refill_per_sec: shape.refill_per_sec * self.config.refill_headroom.clamp(0.01, 1.0),
-            ..shape
         }
     }
 
@@ -251,12 +265,17 @@ impl Budget {
         })
     }
 
+    /// A 429 on `key`: hold it until `until`, and from then on refill it at the configured
+    /// headroom ([`BudgetConfig::refill_headroom`]).
     pub fn block(&self, key: &BucketKey, until: Instant, now: Instant) {
         let shape = self.shape(key.class);
+        let share = self.config.refill_headroom;
         self.with_buckets(|b| {
-            b.entry(key.clone())
-                .or_insert_with(|| TokenBucket::new(shape, now))
-                .block_until(until)
+            let bucket = b
+                .entry(key.clone())
+                .or_insert_with(|| TokenBucket::new(shape, now));
+            bucket.slow_down(share, now);
+            bucket.block_until(until);
         })
     }
 
@@ -371,20 +390,32 @@ mod tests {
     }
 
     #[test]
-    fn headroom_slows_refill_only() {
+    fn headroom_slows_refill_only_after_a_429() {
         let budget = Budget::new(BudgetConfig {
             writes: BucketShape::new(1.0, 10.0),
             refill_headroom: 0.5,
             ..Default::default()
         });
         let key = [BucketKey::new("s", "global", BucketClass::Write)];
+        let other = [BucketKey::new("s2", "global", BucketClass::Write)];
         let t0 = Instant::now();
         assert_eq!(budget.try_acquire(&key, t0), Duration::ZERO, "full burst");
         assert_eq!(
             budget.try_acquire(&key, t0),
+            ms(100),
+            "the full rate (10/s) while the service never throttled"
+        );
+        // A 429 holds the bucket until Retry-After, then one probe, then half the rate.
+        budget.block(&key[0], t0 + ms(1000), t0);
+        assert_eq!(budget.try_acquire(&key, t0 + ms(1000)), Duration::ZERO);
+        assert_eq!(
+            budget.try_acquire(&key, t0 + ms(1000)),
             ms(200),
             "refill at 5/s, not 10/s"
         );
+        // Other buckets keep the full rate.
+        assert_eq!(budget.try_acquire(&other, t0), Duration::ZERO);
+        assert_eq!(budget.try_acquire(&other, t0), ms(100));
     }
 
     #[tokio::test(start_paused = true)]
