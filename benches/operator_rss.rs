@@ -294,7 +294,16 @@ impl Clock for ScaledClock {
 /// The child: the operator in-process (leader election, controllers, engines) against the fake
 /// (KUBECONFIG) and the simulator at `sim_url`, until killed.
 fn operator_child(sim_url: &str) {
+    // The runtime of `ama-migrator run`: AMA_MIGRATOR_WORKER_THREADS workers (default 2), at most
+    // 8 blocking threads.
+    let workers = std::env::var("AMA_MIGRATOR_WORKER_THREADS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or(2);
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .max_blocking_threads(8)
         .enable_all()
         .build()
         .expect("runtime");

@@ -48,7 +48,8 @@ pub(crate) struct Request {
 pub(crate) struct Response {
     pub status: u16,
     pub lro: LroHeaders,
-    pub body: Vec<u8>,
+    /// The body as reqwest collected it (no copy): parsed in place by [`Response::json`].
+    pub body: bytes::Bytes,
 }
 
 impl Response {
@@ -302,7 +303,7 @@ impl ArmClient {
                     .iter()
                     .filter_map(|(h, c)| header(&resp, h)?.trim().parse().ok().map(|n| (*c, n)))
                     .collect();
-                let body = resp.bytes().await?.to_vec();
+                let body = resp.bytes().await?;
                 Ok::<_, reqwest::Error>((status, lro, remaining, body))
             }
             .instrument(span.clone())

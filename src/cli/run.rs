@@ -62,7 +62,19 @@ pub struct RunArgs {
     /// Seconds between two passes of each plan's engine loop.
     #[arg(long, env = "AMA_MIGRATOR_TICK_SECONDS", default_value_t = 15)]
     pub tick_seconds: u64,
+    /// Async worker threads (1-64). The operator waits on I/O; each extra thread costs memory
+    /// (its own allocator arena and caches) and more cores do not make Azure quotas bigger.
+    #[arg(
+        long,
+        env = "AMA_MIGRATOR_WORKER_THREADS",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u16).range(1..=64)
+    )]
+    pub worker_threads: u16,
 }
+
+/// Most threads for blocking work (DNS lookups, the Kubernetes state store's `block_in_place`).
+const MAX_BLOCKING_THREADS: usize = 8;
 
 /// SIGTERM (Kubernetes) or ctrl-c.
 async fn terminated() {
@@ -101,6 +113,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .filter(|s| !s.is_empty())
         .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(args.worker_threads))
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

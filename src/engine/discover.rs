@@ -75,6 +75,7 @@ pub async fn discover(
         what: "the Heartbeat query result",
         problem: e.to_string(),
     })?;
+    drop(hb);
     let mut data_sources = Vec::new();
     for kind in LEGACY_KINDS {
         let list = client

@@ -15,28 +15,32 @@ use super::EngineError;
 pub const VERIFY_WINDOW_MINUTES: u32 = 15;
 
 /// `Computer` / `_ResourceId` (lower-cased) of every row of the first table, with `count_`.
-fn rows(resp: &LogQueryResponse) -> Vec<(String, String, f64)> {
-    let Some(t) = resp.tables.first() else {
-        return Vec::new();
-    };
-    let c = t.column("Computer");
-    let r = t.column("_ResourceId");
-    let n = t.column("count_");
-    t.rows
-        .iter()
-        .map(|row| {
-            let s = |i: Option<usize>| {
-                i.and_then(|i| row.get(i))
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .to_ascii_lowercase()
-            };
-            let count = n
-                .and_then(|i| row.get(i))
-                .and_then(|v| v.as_f64())
-                .unwrap_or(1.0);
-            (s(c), s(r), count)
-        })
+fn rows(resp: &LogQueryResponse) -> impl Iterator<Item = (String, String, f64)> + '_ {
+    let t = resp.tables.first();
+    let c = t.and_then(|t| t.column("Computer"));
+    let r = t.and_then(|t| t.column("_ResourceId"));
+    let n = t.and_then(|t| t.column("count_"));
+    t.into_iter().flat_map(|t| t.rows.iter()).map(move |row| {
+        let s = |i: Option<usize>| {
+            i.and_then(|i| row.get(i))
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_ascii_lowercase()
+        };
+        let count = n
+            .and_then(|i| row.get(i))
+            .and_then(|v| v.as_f64())
+            .unwrap_or(1.0);
+        (s(c), s(r), count)
+    })
+}
+
+/// Every non-empty computer name and resource id (lower case) of a result, without an
+/// intermediate list of rows.
+fn senders(resp: &LogQueryResponse) -> HashSet<String> {
+    rows(resp)
+        .flat_map(|(c, r, _)| [c, r])
+        .filter(|s| !s.is_empty())
         .collect()
 }
 
@@ -67,14 +71,7 @@ pub async fn producers(
             .query_logs(customer_id, &q, None)
             .await
             .map_err(|e| EngineError::azure("a baseline data query", e))?;
-        out.insert(
-            *t,
-            rows(&resp)
-                .into_iter()
-                .flat_map(|(c, r, _)| [c, r])
-                .filter(|s| !s.is_empty())
-                .collect(),
-        );
+        out.insert(*t, senders(&resp));
     }
     Ok(out)
 }
@@ -99,11 +96,8 @@ pub async fn verify(
         .query_logs(customer_id, &hb_query, None)
         .await
         .map_err(|e| EngineError::azure("the AMA Heartbeat verification query", e))?;
-    let alive: HashSet<String> = rows(&hb)
-        .into_iter()
-        .flat_map(|(c, r, _)| [c, r])
-        .filter(|s| !s.is_empty())
-        .collect();
+    let alive = senders(&hb);
+    drop(hb);
     let produces = |p: &Pending, t: &DataSourceType| {
         produced.get(t).is_none_or(|set| {
             set.contains(&p.key) || set.contains(&p.computer.to_ascii_lowercase())
@@ -121,24 +115,19 @@ pub async fn verify(
         })
         .collect();
     let mut delivered: BTreeMap<DataSourceType, HashSet<String>> = BTreeMap::new();
+    // Types proven by the live Heartbeat alone (`alive`, not copied per type).
+    let mut heartbeat_only: BTreeSet<DataSourceType> = BTreeSet::new();
     for t in types {
         let Some(q) = catalog.row(t).proof_query(VERIFY_WINDOW_MINUTES, None) else {
             // No table to prove it by (custom logs without a table): the heartbeat must do.
-            delivered.insert(t, alive.clone());
+            heartbeat_only.insert(t);
             continue;
         };
         let resp = client
             .query_logs(customer_id, &q, None)
             .await
             .map_err(|e| EngineError::azure("a data verification query", e))?;
-        delivered.insert(
-            t,
-            rows(&resp)
-                .into_iter()
-                .flat_map(|(c, r, _)| [c, r])
-                .filter(|s| !s.is_empty())
-                .collect(),
-        );
+        delivered.insert(t, senders(&resp));
     }
     for p in pending {
         let computer = p.computer.to_ascii_lowercase();
@@ -150,7 +139,9 @@ pub async fn verify(
             .types
             .iter()
             .copied()
-            .filter(|t| !produces(p, t) || delivered.get(t).is_some_and(seen))
+            .filter(|t| {
+                !produces(p, t) || heartbeat_only.contains(t) || delivered.get(t).is_some_and(seen)
+            })
             .collect();
         if !ok.is_empty() {
             out.insert(p.key.clone(), ok);
@@ -188,7 +179,6 @@ pub async fn parity(
         };
         let sum = |resp: &LogQueryResponse| -> f64 {
             rows(resp)
-                .into_iter()
                 .filter(|(c, r, _)| members.contains(c) || members.contains(r))
                 .map(|(_, _, n)| n)
                 .sum()
