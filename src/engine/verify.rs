@@ -203,3 +203,47 @@ pub async fn parity(
     }
     Ok(compared.then_some(true))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(rows: serde_json::Value) -> LogQueryResponse {
+        serde_json::from_value(serde_json::json!({"tables": [{
+            "name": "PrimaryResult",
+            "columns": [{"name": "Computer", "type": "string"},
+                        {"name": "_ResourceId", "type": "string"},
+                        {"name": "count_", "type": "long"}],
+            "rows": rows
+        }]}))
+        .unwrap()
+    }
+
+    #[test]
+    fn senders_are_lower_case_names_and_ids_without_blanks() {
+        let r = result(serde_json::json!([
+            ["VM-1", "/SUBSCRIPTIONS/S/vm-1", 3],
+            ["onprem-02", "", 1],
+            ["", "/subscriptions/s/ARC-3", 2]
+        ]));
+        let got = senders(&r);
+        let want: HashSet<String> = [
+            "vm-1",
+            "/subscriptions/s/vm-1",
+            "onprem-02",
+            "/subscriptions/s/arc-3",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(got, want);
+        assert!(senders(&LogQueryResponse { tables: vec![] }).is_empty());
+    }
+
+    #[test]
+    fn rows_carry_counts_and_default_to_one() {
+        let r = result(serde_json::json!([["a", "", 5], ["b", "", null]]));
+        let counts: Vec<(String, f64)> = rows(&r).map(|(c, _, n)| (c, n)).collect();
+        assert_eq!(counts, vec![("a".to_string(), 5.0), ("b".to_string(), 1.0)]);
+    }
+}
