@@ -121,8 +121,16 @@ fn main() {
         operator_child(&sim_url);
         return;
     }
-    let mut n: usize = 10_000;
-    let mut limit = Duration::from_secs(420);
+    // `cargo test --all-targets` runs this binary without `--bench`: a small smoke run then (the
+    // figures need `cargo bench`, 10,000 machines, several minutes).
+    let bench = args.iter().any(|a| a == "--bench");
+    let mut n: usize = if bench { 10_000 } else { 300 };
+    let mut limit = Duration::from_secs(if bench { 420 } else { 120 });
+    if !bench {
+        println!(
+            "smoke run under cargo test ({n} machines); `cargo bench --bench operator_rss` prints the figures"
+        );
+    }
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--limit" {

@@ -173,10 +173,18 @@ fn overlap(spans: &[(f64, f64)], from: f64, to: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // `cargo test --all-targets` runs this binary without `--bench`: a small smoke run then, so
+    // the test suite checks the bench still works without spending its 11 minutes.
+    let bench = std::env::args().any(|a| a == "--bench");
     let machines: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
-        .unwrap_or(600);
+        .unwrap_or(if bench { 600 } else { 30 });
+    if !bench {
+        println!(
+            "smoke run under cargo test ({machines} machines); `cargo bench --bench throughput` prints the figures"
+        );
+    }
     let quota = scaled_quota();
     let world = Scenario {
         subscriptions: 2,

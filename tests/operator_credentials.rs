@@ -139,13 +139,17 @@ async fn a_plan_acts_with_the_secret_of_its_namespace_and_is_blocked_without_it(
             .map(|e| e["note"].as_str().unwrap_or("").to_string())
             .collect::<Vec<_>>()
     };
-    assert!(
-        warnings("CredentialsUnavailable")
-            .iter()
-            .any(|n| n.contains("team-a/azure-sp")),
-        "{:?}",
-        warnings("CredentialsUnavailable")
-    );
+    // The event is published after the condition is written: wait for it too.
+    wait_for(
+        "the CredentialsUnavailable warning",
+        Duration::from_secs(20),
+        || {
+            warnings("CredentialsUnavailable")
+                .iter()
+                .any(|n| n.contains("team-a/azure-sp"))
+        },
+    )
+    .await;
 
     // 2. The Secret exists but lacks AZURE_CLIENT_ID.
     secrets
