@@ -172,6 +172,9 @@ pub struct Engine {
 
 /// The DCRs of the plan, resolved to ids and types.
 /// DCRs by (OS, test workspace): (resource id, source types it carries).
+/// Writes abandoned at a stop, by (machine key, action label), with their open journal entries.
+type Recheck = HashMap<(String, String), Vec<i64>>;
+
 type DcrsByOs = HashMap<(OsFamily, bool), Vec<(String, BTreeSet<DataSourceType>)>>;
 
 struct Dcrs {
@@ -300,7 +303,9 @@ impl Engine {
             .collect();
         // Agents that were there before the plan started count as installed.
         let mut handles: HashMap<i64, OperationHandle> = HashMap::new();
-        let mut recheck: HashSet<(String, String)> = HashSet::new();
+        // Writes abandoned at a stop, by (machine, action), with their journal entries. The
+        // entries stay open until ARM was read: a stop before that finds them again on restart.
+        let mut recheck: Recheck = HashMap::new();
         let mut unrecorded: HashMap<String, InFlight> = HashMap::new();
         for e in self
             .state
@@ -331,16 +336,14 @@ impl Engine {
                 handles.insert(e.id, h);
             } else {
                 // The process died between journaling and the answer: the write may or may not
-                // have reached ARM. Abandon the entry; before the planner's next write of the same
-                // action on this machine, ARM is read and the write skipped if already in effect.
-                recheck.insert((e.resource_id.to_ascii_lowercase(), e.action.clone()));
-                let _ = self.state.finish_operation(
-                    e.id,
-                    &OperationOutcome::Abandoned {
-                        reason: "the engine stopped before the response was recorded".into(),
-                    },
-                    self.clock.now(),
-                );
+                // have reached ARM. Before the planner's next write of the same action on this
+                // machine, ARM is read and the write skipped if already in effect. The entry is
+                // closed only then (`settle_recheck`): closing it here would forget the doubt at
+                // the next stop, and the write would be sent again blind.
+                recheck
+                    .entry((e.resource_id.to_ascii_lowercase(), e.action.clone()))
+                    .or_default()
+                    .push(e.id);
                 for r in records.values_mut() {
                     if r.progress
                         .in_flight
@@ -365,7 +368,7 @@ impl Engine {
         // asks for it: until then the planner would count on the (leaving) legacy agent, and
         // could take AMA off a source it alone still sends.
         let mut legacy_gone: HashSet<String> = HashSet::new();
-        for (key, _) in recheck.iter().filter(|(_, a)| a == "RemoveLegacy") {
+        for ((key, _), _) in recheck.iter().filter(|((_, a), _)| a == "RemoveLegacy") {
             let Ok(rid) = ResourceId::parse(key) else {
                 continue;
             };
@@ -383,11 +386,15 @@ impl Engine {
             }
         }
         for key in &legacy_gone {
-            recheck.remove(&(key.clone(), "RemoveLegacy".to_string()));
             if let Some(r) = records.get_mut(key) {
                 apply_effect(&mut r.progress, Effect::LegacyRemoved);
                 r.dirty = true;
             }
+        }
+        // The records hold the removal before the doubt is closed.
+        self.persist(&mut records)?;
+        for key in &legacy_gone {
+            self.settle_recheck(&mut recheck, key, "RemoveLegacy");
         }
 
         let plan_types: BTreeSet<DataSourceType> = spec
@@ -589,7 +596,7 @@ impl Engine {
                 match choose(d, rec, m, &dcrs) {
                     Some(act) => {
                         tracing::debug!(machine = %m.name, act = %act.label(), actions = ?d.actions, "write");
-                        let check = recheck.contains(&(d.key.clone(), act.label()));
+                        let check = recheck.contains_key(&(d.key.clone(), act.label()));
                         work.push((d.key.clone(), Work::Act(act, check)))
                     }
                     None if !d.actions.is_empty() => tracing::trace!(
@@ -842,6 +849,11 @@ impl Engine {
                         now,
                     );
                     self.save_plan(&mut plan_obj, &prec)?;
+                    // Doubts the planner never came back to (the machine finished by another
+                    // path): nothing will send those writes again.
+                    for (key, action) in recheck.keys().cloned().collect::<Vec<_>>() {
+                        self.settle_recheck(&mut recheck, &key, &action);
+                    }
                     return Ok(RunEnd::Completed);
                 }
                 if since + self.options.stall_after.as_secs() as i64 <= now_s {
@@ -864,7 +876,7 @@ impl Engine {
     fn take_result(
         &self,
         records: &mut BTreeMap<String, MachineRecord>,
-        recheck: &mut HashSet<(String, String)>,
+        recheck: &mut Recheck,
         handles: &mut HashMap<i64, OperationHandle>,
         f: exec::Finished,
     ) -> Result<(), EngineError> {
@@ -872,11 +884,12 @@ impl Engine {
         let Some(rec) = records.get_mut(&key) else {
             return Ok(());
         };
-        // An abandoned write stays under re-check until it was found in effect or sent.
-        let underway = matches!(result, WorkResult::Running { .. });
-        if let (Some(a), false) = (&act, underway) {
-            recheck.remove(&(key.clone(), a.label()));
-        }
+        // An abandoned write stays under re-check until it was found in effect or sent, and its
+        // entry is closed only once the record holding that is saved (below).
+        let settled = match (&act, &result) {
+            (Some(_), WorkResult::Running { .. }) | (None, _) => None,
+            (Some(a), _) => Some(a.label()),
+        };
         let done_journal = match &result {
             WorkResult::Done { journal } => *journal,
             _ => None,
@@ -890,12 +903,32 @@ impl Engine {
             .map_err(EngineError::Store)?;
         rec.dirty = false;
         // Only now that the record holds the effect: a stop before this line re-reads ARM.
+        if let Some(action) = settled {
+            self.settle_recheck(recheck, &key, &action);
+        }
         if let Some(id) = done_journal {
             self.state
                 .finish_operation(id, &OperationOutcome::Succeeded, now)
                 .map_err(EngineError::Store)?;
         }
         Ok(())
+    }
+
+    /// Close the journal entries of an abandoned write once ARM was read (found in effect, or sent
+    /// again under a new entry).
+    fn settle_recheck(&self, recheck: &mut Recheck, key: &str, action: &str) {
+        let Some(ids) = recheck.remove(&(key.to_string(), action.to_string())) else {
+            return;
+        };
+        for id in ids {
+            let _ = self.state.finish_operation(
+                id,
+                &OperationOutcome::Abandoned {
+                    reason: "the engine stopped before the response was recorded".into(),
+                },
+                self.clock.now(),
+            );
+        }
     }
 
     fn persist(&self, records: &mut BTreeMap<String, MachineRecord>) -> Result<(), EngineError> {
