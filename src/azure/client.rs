@@ -132,6 +132,9 @@ fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Idle connections kept per host (ARM, Log Analytics, Resource Graph) between bursts.
+const IDLE_CONNECTIONS_PER_HOST: usize = 8;
+
 impl ArmClient {
     /// Builds the client with the configured credential (refused: `None` on a remote endpoint).
     pub fn new(config: ClientConfig) -> Result<Self, AzureError> {
@@ -146,7 +149,12 @@ impl ArmClient {
     ) -> Result<Self, AzureError> {
         let mut builder = reqwest::Client::builder()
             .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(30)));
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(30)))
+            // An idle connection keeps the read buffer its largest answer grew (a Log Analytics
+            // result of every machine: hundreds of KiB). A burst of `maxParallel` requests must
+            // not leave that many buffers behind: keep a few connections, close them when idle.
+            .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
+            .pool_idle_timeout(Duration::from_secs(30));
         if config.endpoints.first_remote().is_none() {
             // A loopback simulator must never be reached through an HTTP proxy.
             builder = builder.no_proxy();

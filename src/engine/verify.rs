@@ -14,8 +14,8 @@ use super::EngineError;
 /// The query window for the proof of delivery, in minutes.
 pub const VERIFY_WINDOW_MINUTES: u32 = 15;
 
-/// `Computer` / `_ResourceId` (lower-cased) of every row of the first table, with `count_`.
-fn rows(resp: &LogQueryResponse) -> impl Iterator<Item = (String, String, f64)> + '_ {
+/// `Computer`, `_ResourceId` and `count_` of every row of the first table, as sent.
+fn rows(resp: &LogQueryResponse) -> impl Iterator<Item = (&str, &str, f64)> + '_ {
     let t = resp.tables.first();
     let c = t.and_then(|t| t.column("Computer"));
     let r = t.and_then(|t| t.column("_ResourceId"));
@@ -25,7 +25,6 @@ fn rows(resp: &LogQueryResponse) -> impl Iterator<Item = (String, String, f64)> 
             i.and_then(|i| row.get(i))
                 .and_then(|v| v.as_str())
                 .unwrap_or("")
-                .to_ascii_lowercase()
         };
         let count = n
             .and_then(|i| row.get(i))
@@ -35,13 +34,56 @@ fn rows(resp: &LogQueryResponse) -> impl Iterator<Item = (String, String, f64)> 
     })
 }
 
-/// Every non-empty computer name and resource id (lower case) of a result, without an
-/// intermediate list of rows.
-fn senders(resp: &LogQueryResponse) -> HashSet<String> {
-    rows(resp)
-        .flat_map(|(c, r, _)| [c, r])
-        .filter(|s| !s.is_empty())
-        .collect()
+/// A set of computer names and resource ids, compared without regard to ASCII case. Held as
+/// 64-bit hashes, not strings: the engine keeps one per data source type for the whole run, each
+/// naming every machine of the workspace twice (a 10,000-machine fleet: 20,000 names of up to
+/// 200 bytes per type). A false match needs two of them to collide in 64 bits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Senders(HashSet<u64>);
+
+impl Senders {
+    fn hash(name: &str) -> u64 {
+        use std::hash::Hasher;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for b in name.bytes() {
+            h.write_u8(b.to_ascii_lowercase());
+        }
+        h.finish()
+    }
+
+    /// Adds a name; an empty one is no sender.
+    pub fn insert(&mut self, name: &str) {
+        if !name.is_empty() {
+            self.0.insert(Self::hash(name));
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        !name.is_empty() && self.0.contains(&Self::hash(name))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> FromIterator<&'a str> for Senders {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(names: I) -> Self {
+        let mut set = Senders::default();
+        for n in names {
+            set.insert(n);
+        }
+        set
+    }
+}
+
+/// Every computer name and resource id of a result.
+fn senders(resp: &LogQueryResponse) -> Senders {
+    rows(resp).flat_map(|(c, r, _)| [c, r]).collect()
 }
 
 /// A machine waiting for verification.
@@ -61,7 +103,7 @@ pub async fn producers(
     catalog: &Catalog,
     types: &BTreeSet<DataSourceType>,
     window_minutes: u32,
-) -> Result<BTreeMap<DataSourceType, HashSet<String>>, EngineError> {
+) -> Result<BTreeMap<DataSourceType, Senders>, EngineError> {
     let mut out = BTreeMap::new();
     for t in types {
         let Some(q) = catalog.row(*t).proof_query(window_minutes, None) else {
@@ -83,7 +125,7 @@ pub async fn verify(
     customer_id: &str,
     catalog: &Catalog,
     pending: &[Pending],
-    produced: &BTreeMap<DataSourceType, HashSet<String>>,
+    produced: &BTreeMap<DataSourceType, Senders>,
 ) -> Result<BTreeMap<String, BTreeSet<DataSourceType>>, EngineError> {
     let mut out = BTreeMap::new();
     if pending.is_empty() {
@@ -99,13 +141,13 @@ pub async fn verify(
     let alive = senders(&hb);
     drop(hb);
     let produces = |p: &Pending, t: &DataSourceType| {
-        produced.get(t).is_none_or(|set| {
-            set.contains(&p.key) || set.contains(&p.computer.to_ascii_lowercase())
-        })
+        produced
+            .get(t)
+            .is_none_or(|set| set.contains(&p.key) || set.contains(&p.computer))
     };
     let types: BTreeSet<DataSourceType> = pending
         .iter()
-        .filter(|p| alive.contains(&p.key) || alive.contains(&p.computer.to_ascii_lowercase()))
+        .filter(|p| alive.contains(&p.key) || alive.contains(&p.computer))
         .flat_map(|p| {
             p.types
                 .iter()
@@ -114,7 +156,7 @@ pub async fn verify(
                 .collect::<Vec<_>>()
         })
         .collect();
-    let mut delivered: BTreeMap<DataSourceType, HashSet<String>> = BTreeMap::new();
+    let mut delivered: BTreeMap<DataSourceType, Senders> = BTreeMap::new();
     // Types proven by the live Heartbeat alone (`alive`, not copied per type).
     let mut heartbeat_only: BTreeSet<DataSourceType> = BTreeSet::new();
     for t in types {
@@ -130,8 +172,7 @@ pub async fn verify(
         delivered.insert(t, senders(&resp));
     }
     for p in pending {
-        let computer = p.computer.to_ascii_lowercase();
-        let seen = |set: &HashSet<String>| set.contains(&p.key) || set.contains(&computer);
+        let seen = |set: &Senders| set.contains(&p.key) || set.contains(&p.computer);
         if !seen(&alive) {
             continue;
         }
@@ -164,9 +205,9 @@ pub async fn parity(
     window_minutes: u32,
     tolerance_percent: u32,
 ) -> Result<Option<bool>, EngineError> {
-    let members: HashSet<String> = machines
+    let members: Senders = machines
         .iter()
-        .flat_map(|(k, c)| [k.clone(), c.to_ascii_lowercase()])
+        .flat_map(|(k, c)| [k.as_str(), c.as_str()])
         .collect();
     let mut compared = false;
     for t in types {
@@ -220,30 +261,33 @@ mod tests {
     }
 
     #[test]
-    fn senders_are_lower_case_names_and_ids_without_blanks() {
+    fn senders_match_names_and_ids_in_any_case_and_never_a_blank() {
         let r = result(serde_json::json!([
             ["VM-1", "/SUBSCRIPTIONS/S/vm-1", 3],
             ["onprem-02", "", 1],
             ["", "/subscriptions/s/ARC-3", 2]
         ]));
         let got = senders(&r);
-        let want: HashSet<String> = [
+        assert_eq!(got.len(), 4, "two names, two ids; blanks are no sender");
+        for name in [
             "vm-1",
-            "/subscriptions/s/vm-1",
-            "onprem-02",
+            "Vm-1",
+            "/subscriptions/s/VM-1",
+            "ONPREM-02",
             "/subscriptions/s/arc-3",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect();
-        assert_eq!(got, want);
+        ] {
+            assert!(got.contains(name), "{name}");
+        }
+        for name in ["", "vm-2", "arc-3", "/subscriptions/s/vm-1/"] {
+            assert!(!got.contains(name), "{name}");
+        }
         assert!(senders(&LogQueryResponse { tables: vec![] }).is_empty());
     }
 
     #[test]
     fn rows_carry_counts_and_default_to_one() {
         let r = result(serde_json::json!([["a", "", 5], ["b", "", null]]));
-        let counts: Vec<(String, f64)> = rows(&r).map(|(c, _, n)| (c, n)).collect();
-        assert_eq!(counts, vec![("a".to_string(), 5.0), ("b".to_string(), 1.0)]);
+        let counts: Vec<(&str, f64)> = rows(&r).map(|(c, _, n)| (c, n)).collect();
+        assert_eq!(counts, vec![("a", 5.0), ("b", 1.0)]);
     }
 }
