@@ -27,7 +27,7 @@ use crate::plan::{
 
 use super::discover::{Discovery, customer_id, discover};
 use super::exec::{self, Act, Effect, WorkResult};
-use super::record::{InFlight, MachineRecord, Progress};
+use super::record::{InFlight, MachineRecord, PROGRESS_ANNOTATION, Progress};
 use super::state::EngineState;
 use super::verify::{self, Pending};
 use super::{EngineError, flip};
@@ -896,12 +896,7 @@ impl Engine {
         };
         let now = self.clock.now();
         self.apply(rec, act, result, handles, now);
-        rec.encode();
-        rec.object = self
-            .state
-            .save_machine(&rec.object)
-            .map_err(EngineError::Store)?;
-        rec.dirty = false;
+        save_record(self.state.as_ref(), rec)?;
         // Only now that the record holds the effect: a stop before this line re-reads ARM.
         if let Some(action) = settled {
             self.settle_recheck(recheck, &key, &action);
@@ -933,12 +928,7 @@ impl Engine {
 
     fn persist(&self, records: &mut BTreeMap<String, MachineRecord>) -> Result<(), EngineError> {
         for r in records.values_mut().filter(|r| r.dirty) {
-            r.encode();
-            r.object = self
-                .state
-                .save_machine(&r.object)
-                .map_err(EngineError::Store)?;
-            r.dirty = false;
+            save_record(self.state.as_ref(), r)?;
         }
         Ok(())
     }
@@ -1475,6 +1465,21 @@ fn stall_reason(outcome: &PlanOutcome, records: &BTreeMap<String, MachineRecord>
 }
 
 /// Agents that were there before the plan started count as installed (from the inventory).
+/// Save a machine's record with its progress, and keep the stored object without the progress
+/// annotation: the record holds the progress itself, and the next save encodes it again (10,000
+/// machines: one copy of the JSON each fewer for the whole run).
+fn save_record(state: &dyn EngineState, rec: &mut MachineRecord) -> Result<(), EngineError> {
+    rec.encode();
+    rec.object = state
+        .save_machine(&rec.object)
+        .map_err(EngineError::Store)?;
+    if let Some(a) = rec.object.metadata.annotations.as_mut() {
+        a.remove(PROGRESS_ANNOTATION);
+    }
+    rec.dirty = false;
+    Ok(())
+}
+
 fn seed_states(
     mut states: HashMap<String, MachineState>,
     disc: &Discovery,

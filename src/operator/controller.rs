@@ -14,7 +14,7 @@ use ::kube::runtime::controller::{Action, Controller};
 use ::kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use ::kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use ::kube::runtime::reflector::ObjectRef;
-use ::kube::runtime::watcher;
+use ::kube::runtime::{WatchStreamExt, watcher};
 use ::kube::{Client, Resource, ResourceExt};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -22,7 +22,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
 use crate::api::conditions::{self, reasons, status as cstatus, types as ctypes};
-use crate::api::machine::labels;
+use crate::api::machine::{annotations as machine_annotations, labels};
 use crate::api::plan::PlanPhase;
 use crate::api::{MachineMigration, MigrationPlan};
 use crate::azure::ArmClient;
@@ -832,6 +832,27 @@ fn retry_already_observed(m: &PartialObjectMeta<MachineMigration>) -> bool {
         && m.annotations().get(super::RETRY_OBSERVED_ANNOTATION) == retry.as_ref()
 }
 
+/// What the machine cache keeps of a MachineMigration's metadata: its identity, labels, owners and
+/// the annotations a person steers it with. The rest — managedFields (two managers' field sets
+/// per object on a real API server) and the engine's progress annotation, rewritten at every
+/// step — would make the cache of 10,000 machines several times larger, and nothing here reads
+/// it: the engine keeps the machines itself.
+pub fn trim_machine_metadata(m: &mut PartialObjectMeta<MachineMigration>) {
+    let meta = &mut m.metadata;
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.retain(|k, _| {
+            [
+                machine_annotations::HOLD,
+                machine_annotations::RETRY,
+                super::SKIP_ANNOTATION,
+                super::RETRY_OBSERVED_ANNOTATION,
+            ]
+            .contains(&k.as_str())
+        });
+    }
+}
+
 pub fn machine_error_policy(
     _m: Arc<PartialObjectMeta<MachineMigration>>,
     error: &Error,
@@ -893,9 +914,15 @@ pub async fn run_controllers(
             )
             .reconcile_all_on(trigger)
             .graceful_shutdown_on(wait(stop_rx.clone()));
-        let machine_controller =
-            Controller::new(machines, watcher::Config::default().any_semantic())
-                .graceful_shutdown_on(wait(stop_rx.clone()));
+        // The cache keeps only what `reconcile_machine` reads (see `trim_machine_metadata`).
+        let (machine_reader, machine_writer) = ::kube::runtime::reflector::store();
+        let machine_stream = watcher(machines, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(trim_machine_metadata)
+            .reflect(machine_writer)
+            .applied_objects();
+        let machine_controller = Controller::for_stream(machine_stream, machine_reader)
+            .graceful_shutdown_on(wait(stop_rx.clone()));
         let (plan_store, machine_store) = (plan_controller.store(), machine_controller.store());
         stores_ready.push(async move {
             store_ready(&plan_store).await && store_ready(&machine_store).await

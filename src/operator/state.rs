@@ -487,7 +487,8 @@ impl EngineState for KubeState {
         // Page by page (no response body holds every machine at once), keeping only the
         // machines this plan controls (a label alone can be set by anyone).
         let mut items: Vec<MachineMigration> = Vec::new();
-        self.block(list_paged(&api, lp, |m: MachineMigration| {
+        self.block(list_paged(&api, lp, |mut m: MachineMigration| {
+            m.metadata.managed_fields = None;
             if m.owner_references()
                 .iter()
                 .any(|o| o.controller == Some(true) && o.uid == self.owner.uid)
@@ -604,7 +605,13 @@ impl EngineState for KubeState {
             resource_version = applied.metadata.resource_version;
         }
         let mut saved = MachineMigration {
-            metadata: metadata.unwrap_or_else(|| machine.metadata.clone()),
+            metadata: metadata
+                .map(|mut m| {
+                    // Kept by the engine for the whole run; the field sets are the server's.
+                    m.managed_fields = None;
+                    m
+                })
+                .unwrap_or_else(|| machine.metadata.clone()),
             spec: machine.spec.clone(),
             status: Some(status),
         };
