@@ -15,7 +15,11 @@
 //! its watch history) and the simulator (machines, ledger) run in this bench process, whose
 //! memory is not the operator's.
 //!
-//! `cargo bench --bench operator_rss [-- [N] [--paused-only|--engine-only] [--limit SECONDS]]`
+//! The operator child runs with the image's environment (the Dockerfile's `ENV` lines, e.g.
+//! `MALLOC_ARENA_MAX`); `--glibc-default` measures it without.
+//!
+//! `cargo bench --bench operator_rss [-- [N] [--paused-only|--engine-only] [--limit SECONDS]
+//! [--glibc-default]]`
 
 use std::io::Read;
 use std::sync::Arc;
@@ -32,6 +36,32 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
 const CHILD_FLAG: &str = "--operator-child";
+
+/// The environment the image gives the operator: every `ENV KEY=VALUE` line of the Dockerfile, so
+/// the process measured here runs as shipped (`--glibc-default` leaves them out).
+fn image_env() -> Vec<(String, String)> {
+    include_str!("../Dockerfile")
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ENV "))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        .collect()
+}
+
+/// The image's environment unless `--glibc-default` was given, printed once.
+fn child_env(args: &[String]) -> Vec<(String, String)> {
+    if args.iter().any(|a| a == "--glibc-default") {
+        println!(
+            "  child environment: glibc defaults (--glibc-default; the image sets {:?})",
+            image_env()
+        );
+        Vec::new()
+    } else {
+        let env = image_env();
+        println!("  child environment as in the image (Dockerfile ENV): {env:?}");
+        env
+    }
+}
 
 const NS: &str = "fleet";
 const PLANS: &str = "/apis/amamigrator.io/v1alpha1/namespaces/fleet/migrationplans";
@@ -141,15 +171,16 @@ fn main() {
             n = v;
         }
     }
+    let env = child_env(&args);
     if !args.iter().any(|a| a == "--engine-only") {
-        paused(n);
+        paused(n, &env);
     }
     if !args.iter().any(|a| a == "--paused-only") {
-        engine(n, limit);
+        engine(n, limit, &env);
     }
 }
 
-fn paused(n: usize) {
+fn paused(n: usize, env: &[(String, String)]) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -198,6 +229,7 @@ fn paused(n: usize) {
         .env("AMA_MIGRATOR_ARM_ENDPOINT", "http://127.0.0.1:9/")
         .env("AMA_MIGRATOR_LOG_ANALYTICS_ENDPOINT", "http://127.0.0.1:9/")
         .env_remove("AMA_MIGRATOR_WATCH_NAMESPACES")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -412,7 +444,7 @@ fn vm_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn engine(n: usize, limit: Duration) {
+fn engine(n: usize, limit: Duration, env: &[(String, String)]) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -459,6 +491,7 @@ fn engine(n: usize, limit: Duration) {
             .arg(simulation.sim.base_url())
             .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "error")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit())
             .spawn()
