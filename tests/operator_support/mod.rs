@@ -119,3 +119,72 @@ pub fn plan_object(simulation: &Simulation, namespace: &str, name: &str) -> Valu
     plan["metadata"]["name"] = Value::from(name);
     plan
 }
+
+/// Whether the simulator saw a state-changing ARM request: PUT, PATCH or DELETE, or a POST other
+/// than a Resource Graph query or a Log Analytics query (both read-only).
+pub fn is_arm_write(r: &ama_migrator::sim::RequestRecord) -> bool {
+    let path = r.path.to_ascii_lowercase();
+    match r.method.as_str() {
+        "PUT" | "PATCH" | "DELETE" => true,
+        "POST" => !path.contains("/microsoft.resourcegraph/") && !path.ends_with("/query"),
+        _ => false,
+    }
+}
+
+/// The state-changing ARM requests the simulator logged so far whose path is under `resource_id`
+/// (the machine itself, its extensions, its DCR associations), or all of them with `None`.
+pub fn arm_writes(sim: &SimHandle, resource_id: Option<&str>) -> usize {
+    let prefix = resource_id.map(|id| format!("{}/", id.to_ascii_lowercase()));
+    sim.request_log()
+        .iter()
+        .filter(|r| is_arm_write(r))
+        .filter(|r| {
+            prefix.as_ref().is_none_or(|p| {
+                let path = format!("{}/", r.path.to_ascii_lowercase());
+                path.starts_with(p.as_str())
+            })
+        })
+        .count()
+}
+
+/// Set (`Some`) or remove (`None`) one annotation of a namespaced object of ours by a JSON merge
+/// patch, as `kubectl annotate` does. `resource` is `migrationplans` or `machinemigrations`.
+pub async fn annotate(
+    client: &kube::Client,
+    namespace: &str,
+    resource: &str,
+    name: &str,
+    key: &str,
+    value: Option<&str>,
+) {
+    let body = serde_json::json!({"metadata": {"annotations": {key: value}}});
+    match resource {
+        "migrationplans" => {
+            let api: kube::Api<ama_migrator::api::MigrationPlan> =
+                kube::Api::namespaced(client.clone(), namespace);
+            api.patch(name, &Default::default(), &kube::api::Patch::Merge(&body))
+                .await
+                .unwrap_or_else(|e| panic!("annotate plan {name}: {e}"));
+        }
+        "machinemigrations" => {
+            let api: kube::Api<ama_migrator::api::MachineMigration> =
+                kube::Api::namespaced(client.clone(), namespace);
+            api.patch(name, &Default::default(), &kube::api::Patch::Merge(&body))
+                .await
+                .unwrap_or_else(|e| panic!("annotate machine {name}: {e}"));
+        }
+        other => panic!("annotate: unknown resource {other}"),
+    }
+}
+
+/// The events of the fake API server about `kind`/`name` with `reason`.
+pub fn events_for(fake: &FakeApiServer, kind: &str, name: &str, reason: &str) -> Vec<Value> {
+    fake.objects(EVENTS)
+        .into_iter()
+        .filter(|e| {
+            e["regarding"]["kind"] == kind
+                && e["regarding"]["name"] == name
+                && e["reason"] == reason
+        })
+        .collect()
+}
