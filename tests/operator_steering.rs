@@ -469,7 +469,7 @@ async fn a_held_machine_makes_no_progress_until_the_hold_is_removed() {
 /// completes without waiting for it; the machine stays Blocked (Held), as the engine keeps
 /// skipped machines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "skip is lost after the machine's first save: KubeState::apply_steering (src/operator/state.rs) puts hold=true only into the loaded object, KubeState::save_machine returns the API server's metadata (no hold) and the engine's save_record (src/engine/run.rs) replaces its record's object with it, so the skipped machine is Blocked for one pass, then migrated (AMA PUT + DCR association)"]
+#[ignore = "two product gaps. (1) skip is lost after the machine's first save: KubeState::apply_steering (src/operator/state.rs) puts hold=true only into the loaded object, KubeState::save_machine returns the API server's metadata (no hold) and the engine's save_record (src/engine/run.rs) replaces its record's object with it, so the skipped machine is Blocked for one pass, then migrated (AMA PUT + DCR association). (2) with the hold kept (tried by also setting amamigrator.io/hold), the plan still waits for the skipped machine: the legacy flip counts it as an uncovered sender, the other machines stay in WaitForFlip and the plan ends Stalled, against README/SKIP_ANNOTATION 'the plan does not wait for it'"]
 async fn a_skipped_machine_is_left_alone_and_the_plan_completes_without_it() {
     const NS: &str = "steer-skip";
     let simulation = legacy_fleet(16, Vec::new()).await;
@@ -599,6 +599,21 @@ async fn retrying_a_failed_machine_after_the_cause_is_fixed_completes_it() {
         &format!("a RetryRequested event for {name}"),
         Duration::from_secs(20),
         || !events_for(&fake, "MachineMigration", &name, "RetryRequested").is_empty(),
+    )
+    .await;
+    // The engine that loaded the machine with the new value cleared the failure and says so.
+    wait_for(
+        &format!("the engine to clear the failure of {name}"),
+        Duration::from_secs(20),
+        || {
+            events_for(&fake, "MachineMigration", &name, "RetryRequested")
+                .iter()
+                .any(|e| {
+                    e["note"]
+                        .as_str()
+                        .is_some_and(|n| n.contains("retry 1 requested: the failure is cleared"))
+                })
+        },
     )
     .await;
     wait_for(
