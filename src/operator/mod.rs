@@ -44,8 +44,10 @@ pub mod plan_annotations {
     pub const DELETION_POLICY: &str = "amamigrator.io/deletion-policy";
 }
 
-/// `"true"` on a MachineMigration: leave the machine out of the migration (held for good; the
-/// plan does not wait for it).
+/// `"true"` on a MachineMigration: leave the machine out of the migration (held for good, never
+/// written to). A skipped machine still sending a stream through the legacy agent holds that
+/// stream's workspace flip, as any uncovered sender does, until the plan's
+/// `spec.legacy.flip.acceptedUncoveredSenders` names it.
 pub const SKIP_ANNOTATION: &str = "amamigrator.io/skip";
 /// The last `amamigrator.io/retry` value the operator acted on (owned by the operator).
 pub const RETRY_OBSERVED_ANNOTATION: &str = "amamigrator.io/retry-observed";

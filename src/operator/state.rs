@@ -618,6 +618,13 @@ impl EngineState for KubeState {
         if resource_version.is_some() {
             saved.metadata.resource_version = resource_version;
         }
+        // The answer's metadata is the server's: a skip holds the machine in memory only
+        // (`apply_steering`), so it must hold on every object handed back, not just the loaded one.
+        if steering(&saved).2 {
+            saved
+                .annotations_mut()
+                .insert(machine_annotations::HOLD.to_string(), "true".to_string());
+        }
         let step = saved.status.as_ref().and_then(|s| s.step);
         let from = cached.step;
         cache.step = step;
