@@ -1,6 +1,8 @@
 //! Discovery with bulk queries only: the Resource Graph inventory (every page), one Log Analytics
 //! Heartbeat query, and the workspace's dataSources lists — never a read per machine.
 
+use std::collections::HashMap;
+
 use crate::api::plan::MigrationPlanSpec;
 use crate::azure::datasource::kinds;
 use crate::azure::{ArmClient, ResourceId, WorkspaceDataSource};
@@ -30,6 +32,16 @@ pub struct Discovery {
     pub heartbeat: Vec<HeartbeatSender>,
     pub data_sources: Vec<WorkspaceDataSource>,
     pub legacy: LegacyConfig,
+}
+
+impl Discovery {
+    /// The inventory by machine key (the lower-cased resource id).
+    pub fn by_key(&self) -> HashMap<String, &InventoryMachine> {
+        self.inventory
+            .iter()
+            .map(|m| (m.id.to_ascii_lowercase(), m))
+            .collect()
+    }
 }
 
 /// The workspace customer id the Log Analytics queries need.

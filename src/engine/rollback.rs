@@ -268,11 +268,7 @@ impl Engine {
 
         // 2. Observe: bulk discovery, then one associations read per machine.
         let disc = discover(&self.client, &spec).await?;
-        let inv: HashMap<String, &InventoryMachine> = disc
-            .inventory
-            .iter()
-            .map(|m| (m.id.to_ascii_lowercase(), m))
-            .collect();
+        let inv = disc.by_key();
         let records: Vec<MachineRecord> = self
             .state
             .load_machines(&ns, &name)

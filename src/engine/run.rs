@@ -288,11 +288,7 @@ impl Engine {
             .resize(spec.rollout.waves.len(), WaveRecord::default());
 
         let disc = discover(&self.client, &spec).await?;
-        let inv: HashMap<String, &InventoryMachine> = disc
-            .inventory
-            .iter()
-            .map(|m| (m.id.to_ascii_lowercase(), m))
-            .collect();
+        let inv = disc.by_key();
         let mut records: BTreeMap<String, MachineRecord> = self
             .state
             .load_machines(&ns, &name)
@@ -729,7 +725,7 @@ impl Engine {
             let verify_ms = t_verify.elapsed().as_millis();
             // ---- steps, waves, gates
             let (finished_waves, snapshot) =
-                self.summarize(&outcome, &mut records, &disc, &prec, now);
+                self.summarize(&outcome, &mut records, &inv, &prec, now);
             let mut plan_changed = false;
             for (i, w) in spec.rollout.waves.iter().enumerate() {
                 let rec_w = &mut prec.waves[i];
@@ -1134,7 +1130,7 @@ impl Engine {
         &self,
         outcome: &PlanOutcome,
         records: &mut BTreeMap<String, MachineRecord>,
-        disc: &Discovery,
+        inv: &HashMap<String, &InventoryMachine>,
         prec: &PlanRecord,
         now: Timestamp,
     ) -> (Vec<bool>, Snapshot) {
@@ -1147,11 +1143,6 @@ impl Engine {
             ..Snapshot::default()
         };
         let flipped: TypeSet = prec.flipped.iter().copied().collect();
-        let inv: HashMap<String, &InventoryMachine> = disc
-            .inventory
-            .iter()
-            .map(|m| (m.id.to_ascii_lowercase(), m))
-            .collect();
         for d in &outcome.machines {
             let Some(rec) = records.get_mut(&d.key) else {
                 continue;

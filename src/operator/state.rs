@@ -618,13 +618,8 @@ impl EngineState for KubeState {
         if resource_version.is_some() {
             saved.metadata.resource_version = resource_version;
         }
-        // The answer's metadata is the server's: a skip holds the machine in memory only
-        // (`apply_steering`), so it must hold on every object handed back, not just the loaded one.
-        if steering(&saved).2 {
-            saved
-                .annotations_mut()
-                .insert(machine_annotations::HOLD.to_string(), "true".to_string());
-        }
+        // The answer's metadata is the server's: the hold a skip implies lives in memory only.
+        hold_if_skipped(&mut saved);
         let step = saved.status.as_ref().and_then(|s| s.step);
         let from = cached.step;
         cache.step = step;
@@ -841,7 +836,7 @@ impl KubeState {
     /// Honour a person's annotations as the engine loads a machine: `skip` reads as `hold` to the
     /// engine (never written back), and a new `retry` value clears the failure and backoff.
     fn apply_steering(&self, mut m: MachineMigration) -> Result<MachineMigration, StoreError> {
-        let (_, retry, skip) = steering(&m);
+        let (_, retry, _) = steering(&m);
         if let Some(value) = retry {
             let observed = m.annotations().get(RETRY_OBSERVED_ANNOTATION).cloned();
             if observed.as_ref() != Some(&value) {
@@ -884,10 +879,7 @@ impl KubeState {
                 m = self.save_machine(&m)?;
             }
         }
-        if skip {
-            m.annotations_mut()
-                .insert(machine_annotations::HOLD.to_string(), "true".to_string());
-        }
+        hold_if_skipped(&mut m);
         Ok(m)
     }
 
@@ -916,6 +908,15 @@ impl KubeState {
                 .map(|l| l.setting.clone())
                 .collect()
         })
+    }
+}
+
+/// A skipped machine is held: in memory only (never written back), on every object the engine is
+/// handed — the loaded ones and each one a save returns with the server's metadata.
+fn hold_if_skipped(m: &mut MachineMigration) {
+    if steering(m).2 {
+        m.annotations_mut()
+            .insert(machine_annotations::HOLD.to_string(), "true".to_string());
     }
 }
 
