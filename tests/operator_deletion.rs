@@ -10,13 +10,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use ama_migrator::azure::ResourceId;
-use ama_migrator::engine::SimulateOptions;
-use ama_migrator::engine::simulate::Simulation;
 use ama_migrator::inventory::AgentKind;
 use ama_migrator::operator::fake::FakeApiServer;
-use ama_migrator::sim::scenario::AgentMix;
-use ama_migrator::sim::{Agent, Scenario};
-use operator_support::{Controllers, EVENTS, MACHINES, PLANS, condition, plan_object, wait_for};
+use ama_migrator::sim::Agent;
+use operator_support::{
+    Controllers, EVENTS, MACHINES, PLANS, condition, legacy_fleet, plan_object, wait_for,
+};
 use serde_json::json;
 
 const NS: &str = "team-b";
@@ -25,25 +24,7 @@ const NS: &str = "team-b";
 async fn deleting_a_plan_with_rollback_policy_restores_the_legacy_path_and_removes_what_it_created()
 {
     // Every machine starts on the legacy agent alone, so everything AMA-side is the operator's.
-    let simulation = Simulation::start(SimulateOptions {
-        scenario: Scenario {
-            machines: 10,
-            time_scale: 3000.0,
-            agents: AgentMix {
-                legacy_only: 1.0,
-                ama_only: 0.0,
-                both: 0.0,
-                none: 0.0,
-            },
-            in_guest_legacy_ratio: 0.0,
-            deallocated_ratio: 0.0,
-            disconnected_ratio: 0.0,
-            ..Scenario::default()
-        },
-        ..SimulateOptions::default()
-    })
-    .await
-    .unwrap();
+    let simulation = legacy_fleet(10, Vec::new()).await;
     let baseline: HashMap<_, _> = simulation
         .sim
         .ledger_pairs(None, None)

@@ -10,41 +10,14 @@ mod operator_support;
 use std::time::{Duration, Instant};
 
 use ama_migrator::api::machine::annotations as machine_annotations;
-use ama_migrator::engine::SimulateOptions;
-use ama_migrator::engine::simulate::Simulation;
 use ama_migrator::operator::fake::FakeApiServer;
 use ama_migrator::operator::{SKIP_ANNOTATION, plan_annotations};
-use ama_migrator::sim::scenario::AgentMix;
-use ama_migrator::sim::{Fault, Scenario};
+use ama_migrator::sim::Fault;
 use operator_support::{
-    Controllers, MACHINES, PLANS, annotate, arm_writes, condition, events_for, plan_object,
-    wait_for,
+    Controllers, MACHINES, PLANS, annotate, arm_writes, condition, events_for, legacy_fleet,
+    plan_object, wait_for,
 };
 use serde_json::{Value, json};
-
-/// A fleet where every machine has work to do: legacy agent only, all running and connected.
-async fn legacy_fleet(machines: usize, faults: Vec<Fault>) -> Simulation {
-    Simulation::start(SimulateOptions {
-        scenario: Scenario {
-            machines,
-            time_scale: 3000.0,
-            agents: AgentMix {
-                legacy_only: 1.0,
-                ama_only: 0.0,
-                both: 0.0,
-                none: 0.0,
-            },
-            in_guest_legacy_ratio: 0.0,
-            deallocated_ratio: 0.0,
-            disconnected_ratio: 0.0,
-            faults,
-            ..Scenario::default()
-        },
-        ..SimulateOptions::default()
-    })
-    .await
-    .unwrap()
-}
 
 fn create_plan(fake: &FakeApiServer, ns: &str, plan: Value) {
     fake.create(

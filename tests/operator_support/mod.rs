@@ -112,6 +112,31 @@ pub async fn simulation(machines: usize) -> Simulation {
     .expect("simulation starts")
 }
 
+/// A fleet where every machine has work to do: legacy agent only, all running and connected
+/// (everything AMA-side is then the operator's), at 3000x, with `faults` injected.
+pub async fn legacy_fleet(machines: usize, faults: Vec<ama_migrator::sim::Fault>) -> Simulation {
+    Simulation::start(ama_migrator::engine::SimulateOptions {
+        scenario: ama_migrator::sim::Scenario {
+            machines,
+            time_scale: 3000.0,
+            agents: ama_migrator::sim::scenario::AgentMix {
+                legacy_only: 1.0,
+                ama_only: 0.0,
+                both: 0.0,
+                none: 0.0,
+            },
+            in_guest_legacy_ratio: 0.0,
+            deallocated_ratio: 0.0,
+            disconnected_ratio: 0.0,
+            faults,
+            ..ama_migrator::sim::Scenario::default()
+        },
+        ..ama_migrator::engine::SimulateOptions::default()
+    })
+    .await
+    .expect("simulation starts")
+}
+
 /// The simulation's built-in plan as a MigrationPlan object named `name` in `namespace`.
 pub fn plan_object(simulation: &Simulation, namespace: &str, name: &str) -> Value {
     let mut plan = serde_json::to_value(&simulation.plan).expect("plan serializes");
