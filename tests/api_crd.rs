@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use ama_migrator::api::crd;
+use kube::CustomResourceExt;
 
 fn crds_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds")
@@ -60,6 +61,25 @@ fn crd_schemas_are_structural() {
             "{file}"
         );
     }
+}
+
+/// An unrecognized `format` makes every `kubectl apply` / `helm install` of the CRDs print a
+/// warning per field (Kubernetes 1.34+); schemars writes Rust widths (`uint32`) that it does not know.
+#[test]
+fn crd_formats_are_ones_kubernetes_recognizes_and_keep_their_range() {
+    for (file, def) in crd::all() {
+        let unrecognized = crd::unrecognized_formats(&def);
+        assert!(unrecognized.is_empty(), "{file}: {unrecognized:#?}");
+    }
+    // A u32 field keeps its range as bounds; the check itself catches what schemars writes.
+    let plan = serde_json::to_value(&crd::all()[0].1).unwrap();
+    let text = plan.to_string();
+    assert!(text.contains("\"maximum\":4294967295"), "no u32 bound kept");
+    let raw = ama_migrator::api::MigrationPlan::crd();
+    assert!(
+        !crd::unrecognized_formats(&raw).is_empty(),
+        "schemars no longer writes uint formats: the normalization can go"
+    );
 }
 
 #[test]

@@ -6,15 +6,129 @@ use kube::CustomResourceExt;
 
 use super::{MachineMigration, MigrationPlan};
 
-/// Every CRD with the file name it lives in under `crds/`.
+/// Every CRD with the file name it lives in under `crds/`, its integer formats in the terms the
+/// API server knows (see [`kubernetes_formats`]).
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
-    vec![
+    let mut crds = vec![
         ("migrationplans.amamigrator.io.yaml", MigrationPlan::crd()),
         (
             "machinemigrations.amamigrator.io.yaml",
             MachineMigration::crd(),
         ),
-    ]
+    ];
+    for (_, crd) in &mut crds {
+        for version in &mut crd.spec.versions {
+            if let Some(schema) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                if let Ok(mut value) = serde_json::to_value(&*schema) {
+                    kubernetes_formats(&mut value);
+                    if let Ok(normalized) = serde_json::from_value(value) {
+                        *schema = normalized;
+                    }
+                }
+            }
+        }
+    }
+    crds
+}
+
+/// The `format` values the API server recognizes in a CRD schema; any other is accepted with a
+/// warning on every apply of the CRD (`unrecognized format "uint32"`, Kubernetes 1.34 and later).
+pub const RECOGNIZED_FORMATS: [&str; 29] = [
+    "bsonobjectid",
+    "uri",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "cidr",
+    "mac",
+    "uuid",
+    "uuid3",
+    "uuid4",
+    "uuid5",
+    "isbn",
+    "isbn10",
+    "isbn13",
+    "creditcard",
+    "ssn",
+    "hexcolor",
+    "rgbcolor",
+    "byte",
+    "password",
+    "date",
+    "duration",
+    "datetime",
+    "date-time",
+    "int32",
+    "int64",
+    "float",
+    "double",
+];
+
+/// Rewrite schemars' Rust-width integer formats (`uint32`, `uint8`, `int16`, `uint64`, `uint`)
+/// as the OpenAPI formats Kubernetes knows, keeping their range as `minimum`/`maximum`.
+pub fn kubernetes_formats(node: &mut serde_json::Value) {
+    match node {
+        serde_json::Value::Object(obj) => {
+            let range: Option<(&str, i64, Option<i64>)> = match obj
+                .get("format")
+                .and_then(|f| f.as_str())
+            {
+                Some("uint8") => Some(("int32", 0, Some(i64::from(u8::MAX)))),
+                Some("uint16") => Some(("int32", 0, Some(i64::from(u16::MAX)))),
+                Some("uint32") => Some(("int64", 0, Some(i64::from(u32::MAX)))),
+                Some("uint64" | "uint") => Some(("int64", 0, None)),
+                Some("int8") => Some(("int32", i64::from(i8::MIN), Some(i64::from(i8::MAX)))),
+                Some("int16") => Some(("int32", i64::from(i16::MIN), Some(i64::from(i16::MAX)))),
+                _ => None,
+            };
+            if let Some((format, min, max)) = range {
+                obj.insert("format".into(), format.into());
+                obj.entry("minimum").or_insert(min.into());
+                if let Some(max) = max {
+                    obj.entry("maximum").or_insert(max.into());
+                }
+            }
+            for child in obj.values_mut() {
+                kubernetes_formats(child);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(kubernetes_formats),
+        _ => {}
+    }
+}
+
+/// Every `format` in `crd`'s schemas that the API server does not recognize, with its path.
+pub fn unrecognized_formats(crd: &CustomResourceDefinition) -> Vec<String> {
+    fn walk(node: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        match node {
+            serde_json::Value::Object(obj) => {
+                if let Some(f) = obj.get("format").and_then(|f| f.as_str()) {
+                    if !RECOGNIZED_FORMATS.contains(&f) {
+                        out.push(format!("{path}: format {f:?}"));
+                    }
+                }
+                for (k, v) in obj {
+                    walk(v, &format!("{path}.{k}"), out);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(v, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(value) = serde_json::to_value(&crd.spec) {
+        walk(&value, "spec", &mut out);
+    }
+    out
 }
 
 /// One CRD as YAML, as written to `crds/`.
