@@ -5,8 +5,15 @@
 //! (`PartialObjectMetadata`, as kube's `Api<PartialObjectMeta<K>>` asks), and a log of every
 //! request so tests can assert what the operator wrote.
 //!
-//! It is not an apiserver: no validation, no admission, server-side apply keeps no field
-//! ownership (one writer owns everything it applies, which is how the operator uses it).
+//! Writes go through what a real API server does before it stores them ([`admission`]): object
+//! metadata rules, and for custom resources the structural schema of their CRD — pruning,
+//! defaulting, OpenAPI validation. The operator's CRDs are installed when the fake starts; a CRD
+//! applied later is installed the same way and reported `Established`.
+//!
+//! It is not an apiserver: no CEL rules, no RBAC, server-side apply keeps no field ownership
+//! (one writer owns everything it applies, which is how the operator uses it).
+
+pub mod admission;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -18,8 +25,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
+
+/// Where CRDs live.
+const CRD_COLLECTION: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
 
 /// How many watch events are kept for watches that resume from an older resourceVersion.
 const HISTORY: usize = 50_000;
@@ -57,6 +68,11 @@ struct Store {
     /// Resources (plural, e.g. `leases`) whose every request fails with this status: an API
     /// server the operator can no longer reach for them.
     failing: BTreeMap<String, u16>,
+    /// Custom resources' body schemas by collection path, from the CRDs stored.
+    schemas: BTreeMap<String, Value>,
+    /// Collections whose CRD enables the status subresource: writes to the object leave its
+    /// status alone, writes to `/status` change nothing else.
+    status_subresources: std::collections::BTreeSet<String>,
 }
 
 struct Shared {
@@ -122,6 +138,8 @@ fn kind_of(resource: &str) -> &'static str {
         "events" => "Event",
         "leases" => "Lease",
         "secrets" => "Secret",
+        "namespaces" => "Namespace",
+        "customresourcedefinitions" => "CustomResourceDefinition",
         _ => "Object",
     }
 }
@@ -329,6 +347,119 @@ impl Store {
         }
     }
 
+    /// What the API server does before it stores a write: metadata rules, the schema of a custom
+    /// resource's CRD, and for a CRD itself, the structural check and its establishment.
+    fn admit(&mut self, t: &Target, obj: &mut Value) -> Result<(), (u16, Value)> {
+        let mut errors: Vec<String> = admission::check_object(&t.resource, obj)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if let Some(schema) = self.schemas.get(&t.collection) {
+            errors.extend(
+                admission::admit_custom_resource(schema, obj)
+                    .iter()
+                    .map(ToString::to_string),
+            );
+        }
+        if t.collection == CRD_COLLECTION {
+            match serde_json::from_value::<CustomResourceDefinition>(obj.clone()) {
+                Ok(crd) => errors.extend(
+                    crate::api::crd::structural_violations(&crd)
+                        .iter()
+                        .map(|v| format!("spec.{v}")),
+                ),
+                Err(e) => errors.push(format!("<root>: not a CustomResourceDefinition: {e}")),
+            }
+        }
+        if !errors.is_empty() {
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            return Err(status_error(
+                422,
+                "Invalid",
+                format!(
+                    "{} {name:?} is invalid: [{}]",
+                    kind_of(&t.resource),
+                    errors.join(", ")
+                ),
+            ));
+        }
+        if t.collection == CRD_COLLECTION {
+            self.establish(obj);
+        }
+        Ok(())
+    }
+
+    /// Serve a CRD's custom resources (with its schemas) and report it as the API server's CRD
+    /// controllers would: names accepted, established.
+    fn establish(&mut self, crd: &mut Value) {
+        let text = |p: &str| crd.pointer(p).and_then(Value::as_str).unwrap_or_default();
+        let (group, plural) = (
+            text("/spec/group").to_string(),
+            text("/spec/names/plural").to_string(),
+        );
+        let mut stored = Vec::new();
+        for version in crd
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = version
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if version.get("storage").and_then(Value::as_bool) == Some(true) {
+                stored.push(json!(name));
+            }
+            let collection = format!("/apis/{group}/{name}/{plural}");
+            if version.pointer("/subresources/status").is_some() {
+                self.status_subresources.insert(collection.clone());
+            } else {
+                self.status_subresources.remove(&collection);
+            }
+            match version.pointer("/schema/openAPIV3Schema") {
+                Some(schema) if version.get("served").and_then(Value::as_bool) != Some(false) => {
+                    self.schemas
+                        .insert(collection, admission::body_schema(schema));
+                }
+                _ => {
+                    self.schemas.remove(&collection);
+                }
+            }
+        }
+        let condition = |type_: &str, reason: &str| {
+            json!({"type": type_, "status": "True", "reason": reason, "message": "",
+                   "lastTransitionTime": "2026-01-01T00:00:00Z"})
+        };
+        crd["status"] = json!({
+            "acceptedNames": crd.pointer("/spec/names").cloned().unwrap_or_else(|| json!({})),
+            "storedVersions": stored,
+            "conditions": [
+                condition("NamesAccepted", "NoConflicts"),
+                condition("Established", "InitialNamesAccepted"),
+            ],
+        });
+    }
+
+    /// `obj` with the status the stored object has (or none): what a write to an object whose
+    /// status is a subresource keeps of it.
+    fn keep_status(&self, t: &Target, mut obj: Value, existing: Option<&Value>) -> Value {
+        if t.subresource.is_none() && self.status_subresources.contains(&t.collection) {
+            match existing.and_then(|e| e.get("status")) {
+                Some(s) => obj["status"] = s.clone(),
+                None => {
+                    if let Some(o) = obj.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+        }
+        obj
+    }
+
     fn create(
         &mut self,
         tx: &broadcast::Sender<WatchEvent>,
@@ -367,6 +498,9 @@ impl Store {
         meta["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
         obj["apiVersion"] = json!(t.api_version);
         obj["kind"] = json!(kind_of(&t.resource));
+        if let Err(refused) = self.admit(t, &mut obj) {
+            return refused;
+        }
         self.put(tx, key.clone(), obj, true);
         (201, self.objects.get(&key).cloned().unwrap_or(Value::Null))
     }
@@ -380,8 +514,30 @@ impl Store {
         body: Value,
     ) -> (u16, Value) {
         let status_only = t.subresource.as_deref() == Some("status");
+        if content_type.starts_with("application/apply-patch") {
+            if body.get("apiVersion").is_none() || body.get("kind").is_none() {
+                return status_error(
+                    400,
+                    "BadRequest",
+                    "an apply patch must set apiVersion and kind".into(),
+                );
+            }
+            if let Some(named) = body.pointer("/metadata/name").and_then(Value::as_str) {
+                if named != key.2 {
+                    return status_error(
+                        400,
+                        "BadRequest",
+                        format!(
+                            "the name of the object ({named}) does not match the name on the URL ({})",
+                            key.2
+                        ),
+                    );
+                }
+            }
+        }
         let Some(existing) = self.objects.get(&key).cloned() else {
             if content_type.starts_with("application/apply-patch") && !status_only {
+                let body = self.keep_status(t, body, None);
                 return self.create(tx, t, &key.1, body);
             }
             return status_error(
@@ -449,13 +605,6 @@ impl Store {
             }
             merge_patch(&mut updated, &b);
         }
-        if !status_only && existing.get("spec") != updated.get("spec") {
-            let g = existing
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
-            updated["metadata"]["generation"] = json!(g + 1);
-        }
         if status_only {
             // The status subresource changes nothing but status.
             let s = updated.get("status").cloned();
@@ -463,6 +612,17 @@ impl Store {
             if let Some(s) = s {
                 updated["status"] = s;
             }
+        }
+        let mut updated = self.keep_status(t, updated, Some(&existing));
+        if let Err(refused) = self.admit(t, &mut updated) {
+            return refused;
+        }
+        if !status_only && existing.get("spec") != updated.get("spec") {
+            let g = existing
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            updated["metadata"]["generation"] = json!(g + 1);
         }
         if updated == existing {
             return (200, existing);
@@ -489,14 +649,26 @@ impl Store {
 }
 
 impl FakeApiServer {
-    /// Start on `127.0.0.1` (a free port).
+    /// Start on `127.0.0.1` (a free port), with the operator's CRDs installed.
     pub async fn start() -> std::io::Result<Self> {
         let (events, _) = broadcast::channel(65_536);
+        let mut store = Store {
+            record_requests: true,
+            ..Store::default()
+        };
+        let crds = parse_path(CRD_COLLECTION)
+            .ok_or_else(|| std::io::Error::other("the CRD collection path does not parse"))?;
+        for (file, crd) in crate::api::crd::all() {
+            let crd = serde_json::to_value(crd).map_err(std::io::Error::other)?;
+            let (code, answer) = store.create(&events, &crds, "", crd);
+            if code >= 300 {
+                return Err(std::io::Error::other(format!(
+                    "installing the CRD of {file} was refused: {answer}"
+                )));
+            }
+        }
         let shared = Arc::new(Shared {
-            store: Mutex::new(Store {
-                record_requests: true,
-                ..Store::default()
-            }),
+            store: Mutex::new(store),
             events,
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
@@ -575,7 +747,8 @@ impl FakeApiServer {
             .cloned()
     }
 
-    /// Create an object as a user would (`kubectl create`), without recording a request.
+    /// Create an object as a user would (`kubectl create`), without recording a request; unlike
+    /// a request, the status given is kept (a test's shortcut for a controller's earlier writes).
     pub fn create(
         &self,
         collection_path: &str,
@@ -668,9 +841,22 @@ async fn handle(
                 }
             }
             (&Method::POST, None) => match body_json.clone() {
-                Some(b) => store.create(tx, &t, &ns, b),
+                Some(b) => {
+                    let b = store.keep_status(&t, b, None);
+                    store.create(tx, &t, &ns, b)
+                }
                 None => status_error(400, "BadRequest", "a body is required".into()),
             },
+            (&Method::PATCH, Some(_))
+                if content_type.starts_with("application/apply-patch")
+                    && query_param(&query, "fieldManager").is_none_or(|m| m.is_empty()) =>
+            {
+                status_error(
+                    400,
+                    "BadRequest",
+                    "fieldManager: Required value: is required for apply patch".into(),
+                )
+            }
             (&Method::PATCH, Some(name)) => match body_json.clone() {
                 Some(b) => store.patch(
                     tx,
@@ -684,11 +870,15 @@ async fn handle(
             (&Method::PUT, Some(name)) => match body_json.clone() {
                 Some(b) => {
                     let key = (t.collection.clone(), ns.clone(), name.clone());
-                    if store.objects.contains_key(&key) {
+                    let existing = store.objects.get(&key).cloned();
+                    let mut b = store.keep_status(&t, b, existing.as_ref());
+                    if existing.is_none() {
+                        store.create(tx, &t, &ns, b)
+                    } else if let Err(refused) = store.admit(&t, &mut b) {
+                        refused
+                    } else {
                         store.put(tx, key.clone(), b, false);
                         (200, store.objects.get(&key).cloned().unwrap_or(Value::Null))
-                    } else {
-                        store.create(tx, &t, &ns, b)
                     }
                 }
                 None => status_error(400, "BadRequest", "a body is required".into()),
