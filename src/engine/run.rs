@@ -758,15 +758,21 @@ impl Engine {
                         && rec_w.parity_checked_at.is_none_or(|c| {
                             c + self.options.verify_interval.as_secs() as i64 <= now_s
                         });
-                    if due {
-                        let members: Vec<(String, String)> = outcome
+                    let members: Vec<(String, String)> = if due {
+                        outcome
                             .machines
                             .iter()
                             .filter(|d| d.wave == Some(i) && d.blocked.is_empty())
                             .filter_map(|d| {
                                 inv.get(&d.key).map(|m| (d.key.clone(), m.name.clone()))
                             })
-                            .collect();
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    // A wave with no eligible machine has nothing to compare (the planner passes
+                    // its parity gate): no query.
+                    if !members.is_empty() {
                         let types: BTreeSet<DataSourceType> = spec
                             .data_sources
                             .iter()
@@ -823,7 +829,8 @@ impl Engine {
                         || (!r.progress.verifying.is_empty() && !r.progress.failed)
                         || (!r.progress.failed && r.progress.not_before.is_some_and(|t| t > now_s))
                 })
-                || soaking(&spec, &prec, now_s);
+                || soaking(&spec, &prec, now_s)
+                || outcome.held_by_window;
             if busy || plan_changed {
                 idle_since = None;
             } else {
@@ -1290,6 +1297,27 @@ impl Engine {
             );
         } else if st.phase != Some(PlanPhase::Completed) {
             st.phase = Some(PlanPhase::Progressing);
+            let (reason, message) = if outcome.held_by_window {
+                (
+                    reasons::OUTSIDE_MAINTENANCE_WINDOW,
+                    "machines with work left wait for the next maintenance window (spec.rollout.maintenanceWindows)".to_string(),
+                )
+            } else {
+                let wave = st.current_wave.as_deref().unwrap_or("none");
+                (
+                    reasons::WAVE_IN_PROGRESS,
+                    format!("migrating; current wave: {wave}"),
+                )
+            };
+            conditions::set_condition(
+                &mut st.conditions,
+                ctypes::PROGRESSING,
+                cstatus::TRUE,
+                reason,
+                message,
+                None,
+                Time(now),
+            );
         }
         let blocked_flips: Vec<String> = outcome
             .flips

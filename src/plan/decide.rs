@@ -87,7 +87,7 @@ fn in_window(windows: &[MaintenanceWindow], now: Timestamp) -> bool {
     }
     let z = now.to_zoned(TimeZone::UTC);
     let minute = i32::from(z.hour()) * 60 + i32::from(z.minute());
-    let day = match z.weekday() {
+    let weekday = |d: k8s_openapi::jiff::civil::Weekday| match d {
         k8s_openapi::jiff::civil::Weekday::Monday => Weekday::Mon,
         k8s_openapi::jiff::civil::Weekday::Tuesday => Weekday::Tue,
         k8s_openapi::jiff::civil::Weekday::Wednesday => Weekday::Wed,
@@ -96,6 +96,8 @@ fn in_window(windows: &[MaintenanceWindow], now: Timestamp) -> bool {
         k8s_openapi::jiff::civil::Weekday::Saturday => Weekday::Sat,
         k8s_openapi::jiff::civil::Weekday::Sunday => Weekday::Sun,
     };
+    let day = weekday(z.weekday());
+    let yesterday = weekday(z.weekday().previous());
     let hm = |s: &str| -> Option<i32> {
         let (h, m) = s.split_once(':')?;
         Some(h.parse::<i32>().ok()? * 60 + m.parse::<i32>().ok()?)
@@ -104,12 +106,12 @@ fn in_window(windows: &[MaintenanceWindow], now: Timestamp) -> bool {
         let (Some(start), Some(end)) = (hm(&w.start), hm(&w.end)) else {
             return false;
         };
-        let day_ok = w.days.is_empty() || w.days.contains(&day);
+        let listed = |d: Weekday| w.days.is_empty() || w.days.contains(&d);
         if start < end {
-            day_ok && minute >= start && minute < end
+            listed(day) && minute >= start && minute < end
         } else {
             // Spans midnight: the part after midnight belongs to the previous day's window.
-            (day_ok && minute >= start) || minute < end
+            (listed(day) && minute >= start) || (listed(yesterday) && minute < end)
         }
     })
 }
@@ -210,7 +212,10 @@ pub(crate) fn decide(
                 f.as_second().saturating_add(d.as_secs() as i64) <= input.now.as_second()
             }),
         };
+        // Like the success ratio, parity has nothing to compare in a wave with no eligible
+        // machine (the planner warns that the wave received none): it does not hold the rollout.
         let parity_ok = gates.parity_tolerance_percent.is_none()
+            || eligible == 0
             || prog.and_then(|p| p.parity_ok) == Some(true);
         let approval_ok = !gates.manual_approval || prog.is_some_and(|p| p.approved);
         gate_passed[w_idx] = all_settled[w_idx] && ratio_ok && soak_ok && parity_ok && approval_ok;
@@ -412,6 +417,7 @@ pub(crate) fn decide(
     let mut order: Vec<usize> = (0..fleet.machines.len()).collect();
     order.sort_by_key(|i| (membership.wave_of[*i].unwrap_or(usize::MAX), *i));
     let mut decisions: Vec<Option<MachineDecision>> = vec![None; fleet.machines.len()];
+    let mut held_by_window = false;
     for i in order {
         let m = &fleet.machines[i];
         let wave = membership.wave_of[i];
@@ -613,7 +619,9 @@ pub(crate) fn decide(
                 push(MachineAction::RemoveLegacy, &mut actions);
             }
         }
-        decisions[i] = Some(decision(m, wave, assignments, actions, may_proceed));
+        let d = decision(m, wave, assignments, actions, may_proceed);
+        held_by_window |= act && !window_open && !spec.paused && !spec.dry_run && !d.done;
+        decisions[i] = Some(d);
     }
     let machines: Vec<MachineDecision> = decisions.into_iter().flatten().collect();
     for d in &machines {
@@ -648,6 +656,7 @@ pub(crate) fn decide(
             .map(|s| s.key.clone().unwrap_or_else(|| s.name.clone()))
             .collect(),
         warnings,
+        held_by_window,
     }
 }
 

@@ -195,6 +195,9 @@ pub struct PlanOutcome {
     pub out_of_scope_senders: Vec<String>,
     /// Notes for operators (legacy sources the plan does not list, and the like).
     pub warnings: Vec<String>,
+    /// Machines have work that the maintenance windows hold back now: the plan waits for the
+    /// next window, which is not a stall.
+    pub held_by_window: bool,
 }
 
 impl PlanOutcome {

@@ -61,7 +61,7 @@ pub(crate) fn assign(spec: &MigrationPlanSpec, fleet: &Fleet) -> Membership {
         }
         if size == 0 && total > 0 {
             warnings.push(format!(
-                "wave {:?} receives no machine from this inventory (no machine left up to risk {})",
+                "wave {:?} receives no machine from this inventory (no machine left up to risk {}): its success-ratio and parity gates pass with nothing measured; check spec.rollout.riskRules if it should have some",
                 w.name,
                 w.max_risk.as_str()
             ));
