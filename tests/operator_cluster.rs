@@ -36,12 +36,6 @@ async fn the_example_plan_reaches_ready_on_a_real_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "known defect: the example plan stalls in the medium wave. Its Windows DCR bundles \
-            forwarded-events (associated at once: the workspace never collected it through the \
-            legacy agent) with security-events and sysmon, whose flips wait for the high wave; \
-            under PreferNoGap the planner then asks to dissociate the DCR, the engine keeps it \
-            (it carries a source that stays on AMA), the wave never counts as finished and the \
-            plan reports Stalled. Run with --ignored to reproduce."]
 async fn the_example_plan_reaches_ready_through_a_kubeconfig_to_the_fake_api_server() {
     let fake = FakeApiServer::start().await.unwrap();
     let path = std::env::temp_dir().join(format!(

@@ -2,6 +2,9 @@
 //! * wave gates: a wave that measures machines (success ratio, parity) holds the rollout until
 //!   they are measured; a wave no machine falls into has nothing to measure and holds it only by
 //!   what needs no machine (soak, approval);
+//! * a DCR that bundles sources: a source the workspace never collected through the legacy
+//!   agent waits for the flip stage when its DCR also carries sources whose flip is pending
+//!   (associating it early would make AMA duplicate those), and the wave does not wait for it;
 //! * maintenance windows: outside them no machine starts a step, and the outcome says the plan
 //!   waits for a window (the engine must not report that as a stall); a window that spans
 //!   midnight is open after midnight only if it opened on a listed day.
@@ -9,9 +12,13 @@
 use std::collections::HashMap;
 
 use ama_migrator::api::load::load_plan;
+use ama_migrator::azure::WorkspaceDataSource;
+use ama_migrator::catalog::DataSourceType;
 use ama_migrator::catalog::LegacyConfig;
 use ama_migrator::inventory::{InventoryMachine, ResourceGraphResponse};
-use ama_migrator::plan::{PlanInput, PlanOutcome, PlanProgress, WaveProgress, plan};
+use ama_migrator::plan::{
+    MachineAction, MachineState, PlanInput, PlanOutcome, PlanProgress, WaveProgress, plan,
+};
 
 const BASE: &str = include_str!("../examples/plan.yaml");
 const NOW: &str = "2026-11-25T22:00:00Z";
@@ -158,4 +165,69 @@ fn a_window_spanning_midnight_is_open_after_midnight_only_after_a_listed_day() {
         assert_eq!(proceeding(&out) > 0, open, "{now}");
         assert_eq!(out.held_by_window, !open, "{now}");
     }
+}
+
+#[test]
+fn a_source_whose_dcr_carries_flip_pending_sources_waits_for_the_flip_stage() {
+    // The workspace collects Security Events and Sysmon through the legacy agent, not forwarded
+    // events; the example sends all three through one Windows DCR.
+    let ds: Vec<WorkspaceDataSource> = serde_json::from_value(serde_json::json!([
+        {"name": "sec", "kind": "SecurityInsightsSecurityEventCollectionConfiguration", "properties": {"tier": "Recommended"}},
+        {"name": "sysmon", "kind": "WindowsEvent", "properties": {"eventLogName": "Microsoft-Windows-Sysmon/Operational", "eventTypes": [{"eventType": "Error"}]}}
+    ]))
+    .unwrap();
+    let legacy = LegacyConfig::from_data_sources(&ds).unwrap();
+    assert!(legacy.enables(DataSourceType::WindowsSecurityEvents));
+    assert!(!legacy.enables(DataSourceType::WindowsForwardedEvents));
+    let p = load_plan(BASE).unwrap();
+    let r: ResourceGraphResponse<InventoryMachine> =
+        serde_json::from_str(include_str!("../examples/inventory.json")).unwrap();
+    // app-win-01 (medium wave) has AMA installed and nothing associated yet.
+    let key = r
+        .data
+        .iter()
+        .find(|m| m.name == "app-win-01")
+        .unwrap()
+        .id
+        .to_ascii_lowercase();
+    let states = HashMap::from([(
+        key.clone(),
+        MachineState {
+            ama_installed: true,
+            ..MachineState::default()
+        },
+    )]);
+    let progress = all_gates_open();
+    let out = plan(&PlanInput {
+        plan_name: "contoso-sentinel",
+        spec: &p.spec,
+        inventory: &r.data,
+        heartbeat: &[],
+        legacy: &legacy,
+        states: &states,
+        progress: &progress,
+        other_plans: &[],
+        now: "2026-11-24T21:00:00Z".parse().unwrap(),
+    });
+    assert!(out.errors.is_empty(), "{:#?}", out.errors);
+    let d = out.machines.iter().find(|d| d.key == key).unwrap();
+    assert!(d.may_proceed, "{d:#?}");
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, MachineAction::Associate { .. })),
+        "no association before the flip stage: {:?}",
+        d.actions
+    );
+    let forwarded = d
+        .assignments
+        .iter()
+        .find(|a| a.ds_type == DataSourceType::WindowsForwardedEvents)
+        .unwrap();
+    assert!(
+        forwarded
+            .unservable
+            .is_some_and(|why| why.contains("flip stage")),
+        "{forwarded:?}"
+    );
 }

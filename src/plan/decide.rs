@@ -33,6 +33,17 @@ fn ama_types(input: &PlanInput<'_>, os: OsFamily) -> TypeSet {
         .collect()
 }
 
+/// Some AMA source of `os` still streams through the workspace's legacy collection and waits
+/// for its flip. The plan's DCR for `os` carries it together with every other AMA source of
+/// `os`, so associating that DCR earlier — for a source the workspace never collected through
+/// the legacy agent — would make AMA send the flip-controlled ones too, a duplicate the flip
+/// stage exists to bound. Such sources join the others in the flip stage.
+fn flip_pending(input: &PlanInput<'_>, fleet: &Fleet, os: OsFamily) -> bool {
+    ama_types(input, os)
+        .iter()
+        .any(|t| fleet.stream_on.contains(t) && !fleet.not_in_data_sources.contains(t))
+}
+
 /// Whether the machine finished the part of the migration its wave gate waits for.
 fn settled(input: &PlanInput<'_>, fleet: &Fleet, m: &FleetMachine, canary_test: bool) -> bool {
     if !m.blocked.is_empty() || m.state.failed {
@@ -48,11 +59,17 @@ fn settled(input: &PlanInput<'_>, fleet: &Fleet, m: &FleetMachine, canary_test: 
     }
     if let Lane::KeepLegacy(_) = m.lane {
         // Flip-controlled sources wait for the flip (AMA is onboarded for them in the flip
-        // stage); what AMA must carry before it has to be there already.
-        let needed: Vec<DataSourceType> = ama
-            .iter()
-            .filter(|t| !fleet.stream_on.contains(*t) && !fleet.not_in_data_sources.contains(*t))
-            .collect();
+        // stage); what AMA must carry before it has to be there already — unless its DCR would
+        // bring flip-controlled sources along (`flip_pending`): then it waits with them.
+        let needed: Vec<DataSourceType> = if flip_pending(input, fleet, os) {
+            Vec::new()
+        } else {
+            ama.iter()
+                .filter(|t| {
+                    !fleet.stream_on.contains(*t) && !fleet.not_in_data_sources.contains(*t)
+                })
+                .collect()
+        };
         return needed.is_empty()
             || (m.state.ama_installed && needed.iter().all(|t| m.state.associated.contains(*t)));
     }
@@ -578,11 +595,17 @@ pub(crate) fn decide(
                     } else if !input.legacy.enables(t) && !flipped.contains(t) {
                         // The workspace never collected it through the legacy agent.
                         a.desired_now = Agent::Ama;
-                        if !m.state.associated.contains(t) && may_proceed {
-                            push(
-                                MachineAction::Associate { ds: t, test: false },
-                                &mut actions,
-                            );
+                        if !m.state.associated.contains(t) {
+                            if flip_pending(input, fleet, os) {
+                                a.unservable = Some(
+                                    "waits for the flip stage: its DCR also carries sources whose legacy flip is pending",
+                                );
+                            } else if may_proceed {
+                                push(
+                                    MachineAction::Associate { ds: t, test: false },
+                                    &mut actions,
+                                );
+                            }
                         }
                     } else if flip_ready.contains(t) {
                         a.desired_now = Agent::Ama;
