@@ -110,6 +110,17 @@ async fn rolling_back_the_canary_wave_before_the_flip_leaves_no_gap_and_no_trace
     );
     let end = r.run(None).await;
     assert!(matches!(end, RunEnd::Stalled { .. }), "{end:?}");
+    // The plan says what it waits for and how to give it.
+    let ready = r.plan_condition(ctypes::READY).expect("Ready");
+    assert_eq!(ready.reason, "AwaitingManualApproval", "{ready:?}");
+    assert!(
+        ready
+            .message
+            .starts_with("wave canary finished and waits for approval")
+            && ready.message.contains("amamigrator.io/approve-wave=canary"),
+        "{}",
+        ready.message
+    );
     let canary: Vec<MachineMigration> = r
         .machines()
         .into_iter()

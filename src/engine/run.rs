@@ -860,14 +860,22 @@ impl Engine {
                     return Ok(RunEnd::Completed);
                 }
                 if since + self.options.stall_after.as_secs() as i64 <= now_s {
-                    let reason = stall_reason(&outcome, &records);
-                    set_plan_phase(
-                        &mut plan_obj,
-                        PlanPhase::Blocked,
-                        "Stalled",
-                        reason.clone(),
-                        now,
-                    );
+                    let mut reason = stall_reason(&outcome, &records);
+                    // A wave that only waits for a person says so first, with what to do.
+                    let awaiting = awaiting_approval(&spec, &outcome, &prec, now_s);
+                    let code = if awaiting.is_empty() {
+                        "Stalled"
+                    } else {
+                        let name = plan_obj.metadata.name.as_deref().unwrap_or("NAME");
+                        reason = format!(
+                            "wave {} finished and waits for approval: `kubectl annotate migrationplan/{name} amamigrator.io/approve-wave={}` (or `migrate --approve {}`); {reason}",
+                            awaiting.join(", "),
+                            awaiting.join(","),
+                            awaiting.join(" --approve ")
+                        );
+                        reasons::AWAITING_APPROVAL
+                    };
+                    set_plan_phase(&mut plan_obj, PlanPhase::Blocked, code, reason.clone(), now);
                     self.save_plan(&mut plan_obj, &prec)?;
                     return Ok(RunEnd::Stalled { reason });
                 }
@@ -1398,6 +1406,35 @@ fn set_plan_phase(
         None,
         Time(now),
     );
+}
+
+/// Waves whose machines finished and whose soak is over, that wait for a manual approval.
+fn awaiting_approval(
+    spec: &crate::api::MigrationPlanSpec,
+    outcome: &PlanOutcome,
+    prec: &PlanRecord,
+    now_s: i64,
+) -> Vec<String> {
+    spec.rollout
+        .waves
+        .iter()
+        .zip(&prec.waves)
+        .zip(&outcome.waves)
+        .filter(|((w, r), plan)| {
+            let soak = w
+                .soak
+                .as_deref()
+                .and_then(|d| parse_duration(d).ok())
+                .unwrap_or_default();
+            plan.admitted
+                && !plan.gate_passed
+                && w.gates.as_ref().is_some_and(|g| g.manual_approval)
+                && !r.approved
+                && r.finished_at
+                    .is_some_and(|f| f + soak.as_secs() as i64 <= now_s)
+        })
+        .map(|((w, _), _)| w.name.clone())
+        .collect()
 }
 
 /// A wave finished and waits for its soak period.
