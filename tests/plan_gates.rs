@@ -28,16 +28,36 @@ fn outcome(yaml: &str, progress: &PlanProgress) -> PlanOutcome {
 }
 
 fn outcome_at(yaml: &str, progress: &PlanProgress, now: &str) -> PlanOutcome {
-    let p = load_plan(yaml).unwrap();
+    planned(
+        yaml,
+        &LegacyConfig::default(),
+        &HashMap::new(),
+        progress,
+        now,
+    )
+}
+
+fn inventory() -> Vec<InventoryMachine> {
     let r: ResourceGraphResponse<InventoryMachine> =
         serde_json::from_str(include_str!("../examples/inventory.json")).unwrap();
+    r.data
+}
+
+fn planned(
+    yaml: &str,
+    legacy: &LegacyConfig,
+    states: &HashMap<String, MachineState>,
+    progress: &PlanProgress,
+    now: &str,
+) -> PlanOutcome {
+    let p = load_plan(yaml).unwrap();
     plan(&PlanInput {
         plan_name: "contoso-sentinel",
         spec: &p.spec,
-        inventory: &r.data,
+        inventory: &inventory(),
         heartbeat: &[],
-        legacy: &LegacyConfig::default(),
-        states: &HashMap::new(),
+        legacy,
+        states,
         progress,
         other_plans: &[],
         now: now.parse().unwrap(),
@@ -179,12 +199,8 @@ fn a_source_whose_dcr_carries_flip_pending_sources_waits_for_the_flip_stage() {
     let legacy = LegacyConfig::from_data_sources(&ds).unwrap();
     assert!(legacy.enables(DataSourceType::WindowsSecurityEvents));
     assert!(!legacy.enables(DataSourceType::WindowsForwardedEvents));
-    let p = load_plan(BASE).unwrap();
-    let r: ResourceGraphResponse<InventoryMachine> =
-        serde_json::from_str(include_str!("../examples/inventory.json")).unwrap();
     // app-win-01 (medium wave) has AMA installed and nothing associated yet.
-    let key = r
-        .data
+    let key = inventory()
         .iter()
         .find(|m| m.name == "app-win-01")
         .unwrap()
@@ -197,18 +213,13 @@ fn a_source_whose_dcr_carries_flip_pending_sources_waits_for_the_flip_stage() {
             ..MachineState::default()
         },
     )]);
-    let progress = all_gates_open();
-    let out = plan(&PlanInput {
-        plan_name: "contoso-sentinel",
-        spec: &p.spec,
-        inventory: &r.data,
-        heartbeat: &[],
-        legacy: &legacy,
-        states: &states,
-        progress: &progress,
-        other_plans: &[],
-        now: "2026-11-24T21:00:00Z".parse().unwrap(),
-    });
+    let out = planned(
+        BASE,
+        &legacy,
+        &states,
+        &all_gates_open(),
+        "2026-11-24T21:00:00Z",
+    );
     assert!(out.errors.is_empty(), "{:#?}", out.errors);
     let d = out.machines.iter().find(|d| d.key == key).unwrap();
     assert!(d.may_proceed, "{d:#?}");

@@ -9,7 +9,7 @@ mod examples;
 mod exchange;
 mod operations;
 mod paths;
-mod schema;
+pub(crate) mod schema;
 mod specs;
 
 pub use examples::{OperationExample, PRODUCT_OPERATIONS};

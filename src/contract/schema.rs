@@ -300,13 +300,13 @@ impl<'s> SchemaValidator<'s> {
             .collect();
         for t in &declared {
             if !type_matches(t, inst) {
-                self.fail(ptr, format!("expected {t}, found {}", kind_of(inst)));
+                self.fail(ptr, format!("expected {t}, found {}", json_type(inst)));
                 return;
             }
         }
         let object_like = !m.properties.is_empty() || !m.additional.is_empty() || m.closed;
         if declared.is_empty() && object_like && !inst.is_object() {
-            self.fail(ptr, format!("expected object, found {}", kind_of(inst)));
+            self.fail(ptr, format!("expected object, found {}", json_type(inst)));
             return;
         }
         let mut items = Vec::new();
@@ -461,7 +461,8 @@ fn type_matches(t: &str, inst: &Value) -> bool {
     }
 }
 
-fn kind_of(v: &Value) -> &'static str {
+/// The JSON Schema type of a value (`integer` for whole numbers, `number` otherwise).
+pub fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
@@ -474,7 +475,7 @@ fn kind_of(v: &Value) -> &'static str {
 }
 
 /// Loose RFC 3339 check: `YYYY-MM-DD` then optionally `T`/space and a time.
-fn looks_like_date_time(s: &str) -> bool {
+pub fn looks_like_date_time(s: &str) -> bool {
     let b = s.as_bytes();
     let digits =
         |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));

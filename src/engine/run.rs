@@ -1421,33 +1421,31 @@ fn awaiting_approval(
         .zip(&prec.waves)
         .zip(&outcome.waves)
         .filter(|((w, r), plan)| {
-            let soak = w
-                .soak
-                .as_deref()
-                .and_then(|d| parse_duration(d).ok())
-                .unwrap_or_default();
             plan.admitted
                 && !plan.gate_passed
                 && w.gates.as_ref().is_some_and(|g| g.manual_approval)
                 && !r.approved
-                && r.finished_at
-                    .is_some_and(|f| f + soak.as_secs() as i64 <= now_s)
+                && r.finished_at.is_some_and(|f| f + soak_secs(w) <= now_s)
         })
         .map(|((w, _), _)| w.name.clone())
         .collect()
 }
 
+/// A wave's soak period in seconds (0 when it has none; the planner refuses a bad one).
+fn soak_secs(w: &crate::api::plan::Wave) -> i64 {
+    w.soak
+        .as_deref()
+        .and_then(|d| parse_duration(d).ok())
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// A wave finished and waits for its soak period.
 fn soaking(spec: &crate::api::MigrationPlanSpec, prec: &PlanRecord, now_s: i64) -> bool {
-    spec.rollout.waves.iter().zip(&prec.waves).any(|(w, r)| {
-        let soak = w
-            .soak
-            .as_deref()
-            .and_then(|d| parse_duration(d).ok())
-            .unwrap_or_default();
-        r.finished_at
-            .is_some_and(|f| f + soak.as_secs() as i64 > now_s)
-    })
+    spec.rollout
+        .waves
+        .iter()
+        .zip(&prec.waves)
+        .any(|(w, r)| r.finished_at.is_some_and(|f| f + soak_secs(w) > now_s))
 }
 
 fn stall_reason(outcome: &PlanOutcome, records: &BTreeMap<String, MachineRecord>) -> String {

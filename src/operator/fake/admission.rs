@@ -16,6 +16,8 @@ use std::sync::{LazyLock, Mutex};
 use regex::Regex;
 use serde_json::{Map, Value};
 
+use crate::contract::schema::{json_type, looks_like_date_time};
+
 /// What a real API server allows for one object's annotations, keys and values together.
 pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
 /// What a real API server allows for a ConfigMap's data and binaryData together.
@@ -159,18 +161,6 @@ fn default(schema: &Value, value: &mut Value) {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
 fn short(v: &Value) -> String {
     let text = v.to_string();
     if text.chars().count() > 80 {
@@ -192,10 +182,6 @@ fn matches_pattern(pattern: &str, text: &str) -> bool {
     // A pattern the server could not compile would have been refused with the CRD.
     re.as_ref().is_none_or(|re| re.is_match(text))
 }
-
-static DATE_TIME: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$").ok()
-});
 
 fn validate(schema: &Value, value: &Value, path: &str, out: &mut Vec<FieldError>) {
     let shown = if path.is_empty() { "<root>" } else { path };
@@ -230,13 +216,13 @@ fn validate(schema: &Value, value: &Value, path: &str, out: &mut Vec<FieldError>
         }
     }
     if flag(schema, "x-kubernetes-int-or-string") {
-        if !matches!(type_name(value), "integer" | "string") {
+        if !matches!(json_type(value), "integer" | "string") {
             error(
                 out,
                 shown,
                 format!(
                     "Invalid value: \"{}\": {shown} in body must be of type int-or-string",
-                    type_name(value)
+                    json_type(value)
                 ),
             );
         }
@@ -245,7 +231,7 @@ fn validate(schema: &Value, value: &Value, path: &str, out: &mut Vec<FieldError>
     let Some(want) = schema.get("type").and_then(Value::as_str) else {
         return;
     };
-    let got = type_name(value);
+    let got = json_type(value);
     let fits = got == want || (want == "number" && got == "integer");
     if !fits {
         error(
@@ -411,7 +397,7 @@ fn validate_string(schema: &Value, text: &str, shown: &str, out: &mut Vec<FieldE
         schema.get("format").and_then(Value::as_str),
         Some("date-time" | "datetime")
     );
-    if date_time && !DATE_TIME.as_ref().is_none_or(|re| re.is_match(text)) {
+    if date_time && !looks_like_date_time(text) {
         error(
             out,
             shown,
