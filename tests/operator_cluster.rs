@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ama_migrator::api::MigrationPlan;
+use ama_migrator::catalog::DataSourceType;
 use ama_migrator::engine::EngineOptions;
 use ama_migrator::operator::controller::{Context, run_controllers};
 use ama_migrator::operator::fake::FakeApiServer;
@@ -106,7 +107,7 @@ async fn the_example_plan_reaches_ready(path: &OsStr) {
         .await
         .unwrap();
 
-    let simulation = simulation(12).await;
+    let mut simulation = simulation(12).await;
     // examples/plan.yaml, pointed at the simulator's workspace, subscriptions and location.
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/plan.yaml"))
         .unwrap();
@@ -118,6 +119,16 @@ async fn the_example_plan_reaches_ready(path: &OsStr) {
     plan.spec.workspace_customer_id = sim_plan.spec.workspace_customer_id.clone();
     plan.spec.test_workspace = sim_plan.spec.test_workspace.clone();
     plan.spec.scope = sim_plan.spec.scope.clone();
+    // The simulator's workspace collects syslog facility `user`, which carries Linux Sysmon too:
+    // the plan is refused until Linux Sysmon moves with syslog (`SharedLegacyStream`).
+    plan.spec.data_sources.extend(
+        sim_plan
+            .spec
+            .data_sources
+            .iter()
+            .filter(|d| d.type_ == DataSourceType::LinuxSysmon)
+            .cloned(),
+    );
     // The senders the simulator's workspace has outside this scope (or switched off), accepted
     // as a person would after reading `ama-migrator plan`; the example's own stay.
     plan.spec
@@ -197,6 +208,15 @@ async fn the_example_plan_reaches_ready(path: &OsStr) {
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), controllers).await;
     let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
-    simulation.shutdown().await;
     result.unwrap();
+    // What the simulator's ledger saw of every machine and source, judged by this plan's bounds
+    // and accepted senders: no duplicate past maxOverlap, no gap.
+    simulation.plan = plan;
+    let report = simulation.report();
+    simulation.shutdown().await;
+    assert_eq!(
+        report.violations, 0,
+        "violations: {:?}",
+        report.violation_examples
+    );
 }

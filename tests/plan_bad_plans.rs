@@ -17,17 +17,20 @@ fn inventory() -> Vec<InventoryMachine> {
 }
 
 fn run(yaml: &str, others: &[OtherPlan]) -> PlanOutcome {
+    run_with(yaml, others, &LegacyConfig::default())
+}
+
+fn run_with(yaml: &str, others: &[OtherPlan], legacy: &LegacyConfig) -> PlanOutcome {
     let p = load_plan(yaml).unwrap();
     let inv = inventory();
     let states = HashMap::new();
     let progress = PlanProgress::default();
-    let legacy = LegacyConfig::default();
     plan(&PlanInput {
         plan_name: "contoso-sentinel",
         spec: &p.spec,
         inventory: &inv,
         heartbeat: &[],
-        legacy: &legacy,
+        legacy,
         states: &states,
         progress: &progress,
         other_plans: others,
@@ -293,4 +296,70 @@ fn plan_command_on_the_examples_exits_zero() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("WAVES"));
+}
+
+#[test]
+fn a_flip_that_would_stop_a_source_the_plan_keeps_on_legacy() {
+    // The workspace collects syslog facility `user`, which carries Linux Sysmon too; the example
+    // moves syslog to AMA and does not list Linux Sysmon.
+    let ds: Vec<ama_migrator::azure::WorkspaceDataSource> = serde_json::from_value(serde_json::json!([
+        {"name": "syslog-user", "kind": "LinuxSyslog", "properties": {"syslogName": "user", "syslogSeverities": [{"severity": "err"}]}},
+        {"name": "syslog-auth", "kind": "LinuxSyslog", "properties": {"syslogName": "auth", "syslogSeverities": [{"severity": "err"}]}}
+    ]))
+    .unwrap();
+    let legacy = LegacyConfig::from_data_sources(&ds).unwrap();
+    let out = run_with(BASE, &[], &legacy);
+    expect(
+        &out,
+        PlanErrorKind::SharedLegacyStream,
+        "spec.dataSources[4].type",
+        "list LinuxSysmon in spec.dataSources with agent: AMA",
+    );
+    let e = out
+        .errors
+        .iter()
+        .find(|e| e.kind == PlanErrorKind::SharedLegacyStream)
+        .unwrap();
+    assert!(
+        e.problem.contains("syslog-user") && !e.problem.contains("syslog-auth"),
+        "{e}"
+    );
+
+    // Listed on AMA, it moves with syslog: accepted.
+    let both = BASE.replace(
+        "    - name: cef\n",
+        "    - name: linux-sysmon\n      type: LinuxSysmon\n      agent: AMA\n    - name: cef\n",
+    );
+    assert_ne!(both, BASE);
+    let out = run_with(&both, &[], &legacy);
+    assert!(out.errors.is_empty(), "{:#?}", out.errors);
+
+    // Kept on legacy: refused, naming where it is kept.
+    let kept = both.replace(
+        "      type: LinuxSysmon\n      agent: AMA",
+        "      type: LinuxSysmon\n      agent: Legacy",
+    );
+    let out = run_with(&kept, &[], &legacy);
+    let e = out
+        .errors
+        .iter()
+        .find(|e| e.kind == PlanErrorKind::SharedLegacyStream)
+        .unwrap();
+    assert!(
+        e.problem
+            .contains("keeps on the legacy agent (spec.dataSources[5])"),
+        "{e}"
+    );
+
+    // No flip at all: nothing to refuse.
+    let never = BASE.replace("      policy: AfterAllCovered", "      policy: Never");
+    assert_ne!(never, BASE);
+    let out = run_with(&never, &[], &legacy);
+    assert!(
+        !out.errors
+            .iter()
+            .any(|e| e.kind == PlanErrorKind::SharedLegacyStream),
+        "{:#?}",
+        out.errors
+    );
 }

@@ -15,6 +15,9 @@ pub enum PlanErrorKind {
     BadDuration,
     WindowOutOfBounds,
     InvalidField,
+    /// A legacy flip would turn off a workspace dataSource that also collects a source the plan
+    /// does not move to AMA (syslog facility `user` carries Linux Sysmon too).
+    SharedLegacyStream,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

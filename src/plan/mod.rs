@@ -232,6 +232,7 @@ pub fn plan(input: &PlanInput<'_>) -> PlanOutcome {
         }
     };
     errors.extend(validate::validate_support(input.spec, &catalog));
+    errors.extend(validate::validate_shared_streams(input));
     let fleet = fleet::Fleet::build(input, &catalog);
     errors.extend(validate::validate_claims(input, &fleet));
     let membership = waves::assign(input.spec, &fleet);

@@ -1,10 +1,10 @@
 //! Spec checks that refuse a plan before it acts: each names the field and the fix.
 
 use crate::api::duration::parse_duration;
-use crate::api::plan::{Agent, CutoverPolicy, MigrationPlanSpec};
+use crate::api::plan::{Agent, CutoverPolicy, FlipWhen, MigrationPlanSpec};
 use crate::azure::ResourceId;
-use crate::catalog::Catalog;
 use crate::catalog::table::Support;
+use crate::catalog::{Catalog, DataSourceType};
 
 use super::PlanInput;
 use super::errors::{PlanError, PlanErrorKind as K};
@@ -301,6 +301,60 @@ pub(crate) fn validate_support(spec: &MigrationPlanSpec, catalog: &Catalog) -> V
                     d.type_
                 ),
                 "set agent: AMA",
+            ));
+        }
+    }
+    out
+}
+
+/// A source moving to AMA whose legacy flip would also stop another source: the workspace
+/// dataSources that collect it collect the other one too (a syslog `user` or `*` facility carries
+/// Linux Sysmon), and the plan keeps that one on the legacy agent or does not list it. The flip
+/// would cut its data on every machine; the plan is refused until both move together.
+pub(crate) fn validate_shared_streams(input: &PlanInput<'_>) -> Vec<PlanError> {
+    let spec = input.spec;
+    if spec.legacy.flip.policy == FlipWhen::Never {
+        return Vec::new();
+    }
+    let moving = |t: DataSourceType| {
+        spec.data_sources
+            .iter()
+            .any(|d| d.type_ == t && d.agent == Agent::Ama)
+    };
+    let mut out = Vec::new();
+    for (i, d) in spec.data_sources.iter().enumerate() {
+        let t = d.type_;
+        if d.agent != Agent::Ama || input.progress.flipped.contains(t) {
+            continue;
+        }
+        let controls = input.legacy.data_sources_for(t);
+        for u in DataSourceType::ALL {
+            if u == t || moving(u) || !input.legacy.enables(u) {
+                continue;
+            }
+            let shared: Vec<&str> = input
+                .legacy
+                .data_sources_for(u)
+                .into_iter()
+                .filter(|n| controls.contains(n))
+                .collect();
+            if shared.is_empty() {
+                continue;
+            }
+            let kept = match spec.data_sources.iter().position(|x| x.type_ == u) {
+                Some(j) => format!("keeps on the legacy agent (spec.dataSources[{j}])"),
+                None => "does not list".to_string(),
+            };
+            out.push(PlanError::new(
+                K::SharedLegacyStream,
+                format!("spec.dataSources[{i}].type"),
+                format!(
+                    "the workspace's legacy dataSource(s) {} collect both {t} and {u}; flipping {t} turns them off and would stop {u}, which this plan {kept}",
+                    shared.join(", ")
+                ),
+                format!(
+                    "list {u} in spec.dataSources with agent: AMA so both move together, or set spec.legacy.flip.policy: Never"
+                ),
             ));
         }
     }
