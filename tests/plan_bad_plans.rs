@@ -38,7 +38,12 @@ fn run_with(yaml: &str, others: &[OtherPlan], legacy: &LegacyConfig) -> PlanOutc
     })
 }
 
-fn expect(out: &PlanOutcome, kind: PlanErrorKind, field: &str, fix_has: &str) {
+fn expect<'a>(
+    out: &'a PlanOutcome,
+    kind: PlanErrorKind,
+    field: &str,
+    fix_has: &str,
+) -> &'a ama_migrator::plan::PlanError {
     let e = out
         .errors
         .iter()
@@ -51,6 +56,7 @@ fn expect(out: &PlanOutcome, kind: PlanErrorKind, field: &str, fix_has: &str) {
         out.machines.iter().all(|m| m.actions.is_empty()),
         "a refused plan must not act"
     );
+    e
 }
 
 #[test]
@@ -125,17 +131,12 @@ fn two_plans_claiming_one_machine() {
         },
     };
     let out = run(BASE, &[other]);
-    expect(
+    let e = expect(
         &out,
         PlanErrorKind::MachineClaimedTwice,
         "spec.scope",
         "excludes",
     );
-    let e = out
-        .errors
-        .iter()
-        .find(|e| e.kind == PlanErrorKind::MachineClaimedTwice)
-        .unwrap();
     assert!(
         e.problem.contains("app-win-01") && e.problem.contains("team-b"),
         "{e}"
@@ -309,17 +310,12 @@ fn a_flip_that_would_stop_a_source_the_plan_keeps_on_legacy() {
     .unwrap();
     let legacy = LegacyConfig::from_data_sources(&ds).unwrap();
     let out = run_with(BASE, &[], &legacy);
-    expect(
+    let e = expect(
         &out,
         PlanErrorKind::SharedLegacyStream,
         "spec.dataSources[4].type",
         "list LinuxSysmon in spec.dataSources with agent: AMA",
     );
-    let e = out
-        .errors
-        .iter()
-        .find(|e| e.kind == PlanErrorKind::SharedLegacyStream)
-        .unwrap();
     assert!(
         e.problem.contains("syslog-user") && !e.problem.contains("syslog-auth"),
         "{e}"
@@ -340,11 +336,12 @@ fn a_flip_that_would_stop_a_source_the_plan_keeps_on_legacy() {
         "      type: LinuxSysmon\n      agent: Legacy",
     );
     let out = run_with(&kept, &[], &legacy);
-    let e = out
-        .errors
-        .iter()
-        .find(|e| e.kind == PlanErrorKind::SharedLegacyStream)
-        .unwrap();
+    let e = expect(
+        &out,
+        PlanErrorKind::SharedLegacyStream,
+        "spec.dataSources[4].type",
+        "agent: AMA",
+    );
     assert!(
         e.problem
             .contains("keeps on the legacy agent (spec.dataSources[5])"),
