@@ -10,6 +10,8 @@ mod operator_support;
 use std::time::{Duration, Instant};
 
 use ama_migrator::api::machine::annotations as machine_annotations;
+use ama_migrator::api::{MachineMigration, MigrationPlan};
+use ama_migrator::engine::simulate::Simulation;
 use ama_migrator::operator::fake::FakeApiServer;
 use ama_migrator::operator::{SKIP_ANNOTATION, plan_annotations};
 use ama_migrator::sim::Fault;
@@ -19,13 +21,31 @@ use operator_support::{
 };
 use serde_json::{Value, json};
 
-fn create_plan(fake: &FakeApiServer, ns: &str, plan: Value) {
+/// What every steering test starts from: the fake API server holding `simulation`'s plan as
+/// `fleet` in `ns`, its manual gates passed for the `approved` waves, and the controllers running.
+struct Steered {
+    fake: FakeApiServer,
+    client: kube::Client,
+    controllers: Controllers,
+}
+
+async fn steered(ns: &str, simulation: &Simulation, approved: &str) -> Steered {
+    let fake = FakeApiServer::start().await.unwrap();
+    let client = fake.client(ns).unwrap();
+    let mut plan = plan_object(simulation, ns, "fleet");
+    plan["metadata"]["annotations"][plan_annotations::APPROVE_WAVE] = json!(approved);
     fake.create(
         &format!("/apis/amamigrator.io/v1alpha1/namespaces/{ns}/migrationplans"),
         ns,
         plan,
     )
     .unwrap();
+    let controllers = Controllers::start(&fake, ns, simulation);
+    Steered {
+        fake,
+        client,
+        controllers,
+    }
 }
 
 fn plan_ready(fake: &FakeApiServer, ns: &str) -> bool {
@@ -138,12 +158,11 @@ fn show(fake: &FakeApiServer, ns: &str) -> String {
 async fn pausing_a_plan_stops_every_azure_write_until_it_is_resumed() {
     const NS: &str = "steer-pause";
     let simulation = legacy_fleet(12, Vec::new()).await;
-    let fake = FakeApiServer::start().await.unwrap();
-    let client = fake.client(NS).unwrap();
-    let mut plan = plan_object(&simulation, NS, "fleet");
-    plan["metadata"]["annotations"][plan_annotations::APPROVE_WAVE] = json!("canary, medium");
-    create_plan(&fake, NS, plan);
-    let controllers = Controllers::start(&fake, NS, &simulation);
+    let Steered {
+        fake,
+        client,
+        controllers,
+    } = steered(NS, &simulation, "canary, medium").await;
     let sim = simulation.sim.clone();
 
     // Mid-migration: Azure saw the first writes to machines, the plan is far from done.
@@ -160,15 +179,7 @@ async fn pausing_a_plan_stops_every_azure_write_until_it_is_resumed() {
     )
     .await;
     assert!(!plan_ready(&fake, NS), "the plan finished before the pause");
-    annotate(
-        &client,
-        NS,
-        "migrationplans",
-        "fleet",
-        plan_annotations::PAUSE,
-        Some("true"),
-    )
-    .await;
+    annotate::<MigrationPlan>(&client, NS, "fleet", plan_annotations::PAUSE, Some("true")).await;
 
     // The controller stops the engine (waiting for its pass) before it reports Paused, so once the
     // status says Paused no engine of this plan runs: nothing issued before can still be under way.
@@ -225,15 +236,7 @@ async fn pausing_a_plan_stops_every_azure_write_until_it_is_resumed() {
     );
 
     // Resume: the plan goes on to Ready, with the writes that were left to do.
-    annotate(
-        &client,
-        NS,
-        "migrationplans",
-        "fleet",
-        plan_annotations::PAUSE,
-        None,
-    )
-    .await;
+    annotate::<MigrationPlan>(&client, NS, "fleet", plan_annotations::PAUSE, None).await;
     wait_for(
         "the plan to be Ready after resuming",
         Duration::from_secs(45),
@@ -299,17 +302,16 @@ async fn steer_before_start(
         0,
         "{name} was touched before its wave was approved"
     );
-    annotate(client, ns, "machinemigrations", &name, key, Some("true")).await;
+    annotate::<MachineMigration>(client, ns, &name, key, Some("true")).await;
     wait_for(
         &format!("a {reason} event for {name}"),
         Duration::from_secs(20),
         || !events_for(fake, "MachineMigration", &name, reason).is_empty(),
     )
     .await;
-    annotate(
+    annotate::<MigrationPlan>(
         client,
         ns,
-        "migrationplans",
         "fleet",
         plan_annotations::APPROVE_WAVE,
         Some("canary, medium"),
@@ -347,12 +349,11 @@ async fn a_held_machine_makes_no_progress_until_the_hold_is_removed() {
     const NS: &str = "steer-hold";
     let simulation = legacy_fleet(16, Vec::new()).await;
     let sim = simulation.sim.clone();
-    let fake = FakeApiServer::start().await.unwrap();
-    let client = fake.client(NS).unwrap();
-    let mut plan = plan_object(&simulation, NS, "fleet");
-    plan["metadata"]["annotations"][plan_annotations::APPROVE_WAVE] = json!("canary");
-    create_plan(&fake, NS, plan);
-    let controllers = Controllers::start(&fake, NS, &simulation);
+    let Steered {
+        fake,
+        client,
+        controllers,
+    } = steered(NS, &simulation, "canary").await;
 
     let (name, id) = steer_before_start(
         &fake,
@@ -409,15 +410,7 @@ async fn a_held_machine_makes_no_progress_until_the_hold_is_removed() {
     assert!(!plan_ready(&fake, NS), "{}", show(&fake, NS));
 
     // Released: the machine migrates and the plan ends Ready.
-    annotate(
-        &client,
-        NS,
-        "machinemigrations",
-        &name,
-        machine_annotations::HOLD,
-        None,
-    )
-    .await;
+    annotate::<MachineMigration>(&client, NS, &name, machine_annotations::HOLD, None).await;
     wait_for(
         &format!("{name} to be Done after its hold was removed"),
         Duration::from_secs(45),
@@ -448,12 +441,11 @@ async fn a_skipped_machine_is_never_touched_and_the_flip_waits_until_it_is_accep
     const NS: &str = "steer-skip";
     let simulation = legacy_fleet(16, Vec::new()).await;
     let sim = simulation.sim.clone();
-    let fake = FakeApiServer::start().await.unwrap();
-    let client = fake.client(NS).unwrap();
-    let mut plan = plan_object(&simulation, NS, "fleet");
-    plan["metadata"]["annotations"][plan_annotations::APPROVE_WAVE] = json!("canary");
-    create_plan(&fake, NS, plan);
-    let controllers = Controllers::start(&fake, NS, &simulation);
+    let Steered {
+        fake,
+        client,
+        controllers,
+    } = steered(NS, &simulation, "canary").await;
 
     let (name, id) =
         steer_before_start(&fake, &client, NS, &sim, SKIP_ANNOTATION, "SkipRequested").await;
@@ -549,12 +541,11 @@ async fn retrying_a_failed_machine_after_the_cause_is_fixed_completes_it() {
         })
         .unwrap();
     let sim = simulation.sim.clone();
-    let fake = FakeApiServer::start().await.unwrap();
-    let client = fake.client(NS).unwrap();
-    let mut plan = plan_object(&simulation, NS, "fleet");
-    plan["metadata"]["annotations"][plan_annotations::APPROVE_WAVE] = json!("canary, medium");
-    create_plan(&fake, NS, plan);
-    let controllers = Controllers::start(&fake, NS, &simulation);
+    let Steered {
+        fake,
+        client,
+        controllers,
+    } = steered(NS, &simulation, "canary, medium").await;
 
     let find = || {
         fake.objects(MACHINES).into_iter().find(|m| {
@@ -595,15 +586,7 @@ async fn retrying_a_failed_machine_after_the_cause_is_fixed_completes_it() {
     assert_eq!(step_of(&machine(&fake, NS, &name)), "Failed");
 
     sim.clear_faults();
-    annotate(
-        &client,
-        NS,
-        "machinemigrations",
-        &name,
-        machine_annotations::RETRY,
-        Some("1"),
-    )
-    .await;
+    annotate::<MachineMigration>(&client, NS, &name, machine_annotations::RETRY, Some("1")).await;
     wait_for(
         &format!("a RetryRequested event for {name}"),
         Duration::from_secs(20),

@@ -172,34 +172,26 @@ pub fn arm_writes(sim: &SimHandle, resource_id: Option<&str>) -> usize {
         .count()
 }
 
-/// Set (`Some`) or remove (`None`) one annotation of a namespaced object of ours by a JSON merge
-/// patch, as `kubectl annotate` does. `resource` is `migrationplans` or `machinemigrations`.
-pub async fn annotate(
+/// Set (`Some`) or remove (`None`) one annotation of a namespaced object of ours (`K`:
+/// `MigrationPlan` or `MachineMigration`) by a JSON merge patch, as `kubectl annotate` does.
+pub async fn annotate<K>(
     client: &kube::Client,
     namespace: &str,
-    resource: &str,
     name: &str,
     key: &str,
     value: Option<&str>,
-) {
+) where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
     let body = serde_json::json!({"metadata": {"annotations": {key: value}}});
-    match resource {
-        "migrationplans" => {
-            let api: kube::Api<ama_migrator::api::MigrationPlan> =
-                kube::Api::namespaced(client.clone(), namespace);
-            api.patch(name, &Default::default(), &kube::api::Patch::Merge(&body))
-                .await
-                .unwrap_or_else(|e| panic!("annotate plan {name}: {e}"));
-        }
-        "machinemigrations" => {
-            let api: kube::Api<ama_migrator::api::MachineMigration> =
-                kube::Api::namespaced(client.clone(), namespace);
-            api.patch(name, &Default::default(), &kube::api::Patch::Merge(&body))
-                .await
-                .unwrap_or_else(|e| panic!("annotate machine {name}: {e}"));
-        }
-        other => panic!("annotate: unknown resource {other}"),
-    }
+    let api: kube::Api<K> = kube::Api::namespaced(client.clone(), namespace);
+    api.patch(name, &Default::default(), &kube::api::Patch::Merge(&body))
+        .await
+        .unwrap_or_else(|e| panic!("annotate {} {name}: {e}", K::kind(&Default::default())));
 }
 
 /// The events of the fake API server about `kind`/`name` with `reason`.
