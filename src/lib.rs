@@ -18,3 +18,6 @@ pub mod machine;
 pub mod operator;
 pub mod plan;
 pub mod sim;
+
+/// The `User-Agent` of every request to Kubernetes and Azure: `ama-migrator/<version>`.
+pub const USER_AGENT: &str = concat!("ama-migrator/", env!("CARGO_PKG_VERSION"));

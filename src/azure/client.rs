@@ -148,6 +148,7 @@ impl ArmClient {
         auth: Authenticator,
     ) -> Result<Self, AzureError> {
         let mut builder = reqwest::Client::builder()
+            .user_agent(crate::USER_AGENT)
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(Duration::from_secs(30)))
             // An idle connection keeps the read buffer its largest answer grew (a Log Analytics
@@ -701,5 +702,45 @@ mod tests {
             u.as_str(),
             "https://api.loganalytics.io/v1/workspaces/g/query"
         );
+    }
+
+    #[tokio::test]
+    async fn arm_and_log_analytics_requests_carry_the_user_agent() {
+        use crate::azure::{CredentialConfig, Endpoints, ResourceId};
+        use crate::sim::{Scenario, Simulator};
+        let sim = Simulator::start(
+            Scenario {
+                machines: 1,
+                ..Scenario::default()
+            },
+            "127.0.0.1:0",
+        )
+        .await
+        .unwrap();
+        let base = Url::parse(&sim.base_url()).unwrap();
+        let client = ArmClient::new(ClientConfig::new(
+            Endpoints::single(base),
+            CredentialConfig::None,
+        ))
+        .unwrap();
+        let workspace = ResourceId::parse(&sim.workspace_resource_id()).unwrap();
+        client
+            .list_data_sources(&workspace, "WindowsEvent")
+            .await
+            .unwrap();
+        // Whatever the simulator answers, the request is logged with its agent.
+        let _ = client
+            .query_logs(&sim.workspace_customer_id(), "Heartbeat | take 1", None)
+            .await;
+        let log = sim.request_log();
+        assert!(
+            log.iter().any(|r| r.path.contains("/dataSources"))
+                && log.iter().any(|r| r.path.ends_with("/query")),
+            "{log:?}"
+        );
+        for r in &log {
+            assert_eq!(r.user_agent.as_deref(), Some(crate::USER_AGENT), "{r:?}");
+        }
+        sim.shutdown().await;
     }
 }

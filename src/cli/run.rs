@@ -135,9 +135,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ));
         tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
 
-        let client = kube::Client::try_default().await.context(
+        let kube_config = kube::Config::infer().await.context(
             "cannot configure the Kubernetes client (in a pod: its service account; elsewhere: KUBECONFIG or ~/.kube/config)",
         )?;
+        let client = crate::operator::client(kube_config)
+            .context("cannot build the Kubernetes client")?;
         let namespace = args
             .lease_namespace
             .clone()

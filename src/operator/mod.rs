@@ -24,6 +24,22 @@ pub mod rbac;
 pub mod serve;
 pub mod state;
 
+/// A Kubernetes client for `config` whose every request carries
+/// `User-Agent: ama-migrator/<version>` ([`crate::USER_AGENT`]).
+pub fn client(config: kube::Config) -> Result<kube::Client, kube::Error> {
+    kube::Client::try_from(with_user_agent(config))
+}
+
+/// `config` with the operator's `User-Agent` header (instead of any it carried).
+pub fn with_user_agent(mut config: kube::Config) -> kube::Config {
+    use axum::http::header::{HeaderValue, USER_AGENT};
+    config.headers.retain(|(name, _)| name != USER_AGENT);
+    config
+        .headers
+        .push((USER_AGENT, HeaderValue::from_static(crate::USER_AGENT)));
+    config
+}
+
 /// The one field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "ama-migrator";
 /// The finalizer on every MigrationPlan the operator has seen.
@@ -51,3 +67,58 @@ pub mod plan_annotations {
 pub const SKIP_ANNOTATION: &str = "amamigrator.io/skip";
 /// The last `amamigrator.io/retry` value the operator acted on (owned by the operator).
 pub const RETRY_OBSERVED_ANNOTATION: &str = "amamigrator.io/retry-observed";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The header is on the wire: a loopback listener reads the request the client sends.
+    #[tokio::test]
+    async fn kubernetes_requests_carry_the_user_agent() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            let body = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","reason":"NotFound","code":404}"#;
+            let answer = format!(
+                "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(answer.as_bytes()).unwrap();
+            String::from_utf8_lossy(&head).to_string()
+        });
+        let mut config = kube::Config::new(url.parse().unwrap());
+        config.default_namespace = "ops".into();
+        // Any agent a kubeconfig may have set is replaced, not doubled.
+        config.headers.push((
+            axum::http::header::USER_AGENT,
+            axum::http::HeaderValue::from_static("other/1"),
+        ));
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::default_namespaced(client(config).unwrap());
+        assert!(api.get_opt("absent").await.unwrap().is_none());
+        let head = server.join().unwrap().to_ascii_lowercase();
+        let agents: Vec<&str> = head
+            .lines()
+            .filter_map(|l| l.strip_prefix("user-agent:"))
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            agents,
+            vec![crate::USER_AGENT.to_ascii_lowercase()],
+            "{head}"
+        );
+        assert!(crate::USER_AGENT.starts_with("ama-migrator/"));
+        assert!(crate::USER_AGENT.ends_with(env!("CARGO_PKG_VERSION")));
+    }
+}

@@ -61,6 +61,9 @@ pub struct RequestRecord {
     pub request_body: Option<Value>,
     pub status: u16,
     pub response_body: Option<Value>,
+    /// The request's `User-Agent` header, when it sent one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
 }
 
 /// A parsed request.
@@ -181,6 +184,11 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request<Body>) -> Re
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1")
         .to_string();
+    let user_agent = req
+        .headers()
+        .get("user-agent")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
     let method = req.method().as_str().to_string();
     let uri = req.uri().clone();
     let bytes: Bytes = match axum::body::to_bytes(req.into_body(), 16 * 1024 * 1024).await {
@@ -240,6 +248,7 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request<Body>) -> Re
             request_body: r.body.as_ref().map(redact),
             status: resp.status,
             response_body: resp.body.clone(),
+            user_agent,
         };
         core.log.push(record);
         resp
