@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use ama_migrator::azure::ResourceId;
 use ama_migrator::inventory::AgentKind;
-use ama_migrator::operator::fake::FakeApiServer;
 use ama_migrator::sim::Agent;
 use operator_support::{
-    Controllers, EVENTS, MACHINES, PLANS, condition, legacy_fleet, plan_object, wait_for,
+    Controllers, EVENTS, MACHINES, PLANS, cluster, condition, legacy_fleet_at, plan_object,
+    wait_for,
 };
 use serde_json::json;
 
@@ -24,34 +24,33 @@ const NS: &str = "team-b";
 async fn deleting_a_plan_with_rollback_policy_restores_the_legacy_path_and_removes_what_it_created()
 {
     // Every machine starts on the legacy agent alone, so everything AMA-side is the operator's.
-    let simulation = legacy_fleet(10, Vec::new()).await;
+    // At 1000x: the overlap bound below is in simulated minutes, and each round trip through
+    // the API server during the rollback costs some (a real second is ~17 of them).
+    let simulation = legacy_fleet_at(10, Vec::new(), 1000.0).await;
     let baseline: HashMap<_, _> = simulation
         .sim
         .ledger_pairs(None, None)
         .into_iter()
         .map(|p| ((p.machine.clone(), p.data_source), p.counts))
         .collect();
-    let fake = FakeApiServer::start().await.unwrap();
+    let Some((fake, client)) = cluster(NS).await else {
+        return;
+    };
 
     let mut plan = plan_object(&simulation, NS, "fleet");
     plan["metadata"]["annotations"]["amamigrator.io/approve-wave"] = json!("canary, medium");
     plan["metadata"]["annotations"]["amamigrator.io/deletion-policy"] = json!("Rollback");
     // Legacy agents stay installed, so every machine can go back to them.
     plan["spec"]["legacy"]["uninstall"] = json!("Never");
-    fake.create(
-        &format!("/apis/amamigrator.io/v1alpha1/namespaces/{NS}/migrationplans"),
-        NS,
-        plan,
-    )
-    .unwrap();
-    let controllers = Controllers::start(&fake, NS, &simulation);
+    fake.create(PLANS, plan);
+    let controllers = Controllers::start(&fake, &simulation).await;
     wait_for("the plan to be Ready", Duration::from_secs(150), || {
-        fake.object(PLANS, NS, "fleet")
+        fake.object(PLANS, "fleet")
             .and_then(|p| condition(&p, "Ready").map(|c| c["status"] == "True"))
             .unwrap_or(false)
     })
     .await;
-    let status = fake.object(PLANS, NS, "fleet").unwrap()["status"].clone();
+    let status = fake.object(PLANS, "fleet").unwrap()["status"].clone();
     let owned: Vec<String> = status["ownedDcrs"]
         .as_array()
         .unwrap()
@@ -82,10 +81,10 @@ async fn deleting_a_plan_with_rollback_policy_restores_the_legacy_path_and_remov
 
     // Delete: the finalizer rolls back, then lets the plan go.
     let plans: kube::Api<ama_migrator::api::MigrationPlan> =
-        kube::Api::namespaced(fake.client(NS).unwrap(), NS);
+        kube::Api::namespaced(client.clone(), NS);
     plans.delete("fleet", &Default::default()).await.unwrap();
     wait_for("the plan to be gone", Duration::from_secs(90), || {
-        fake.object(PLANS, NS, "fleet").is_none()
+        fake.object(PLANS, "fleet").is_none()
     })
     .await;
 
@@ -152,7 +151,13 @@ async fn deleting_a_plan_with_rollback_policy_restores_the_legacy_path_and_remov
         !events.iter().any(|e| e["reason"] == "RollbackIncomplete"),
         "{events:#?}"
     );
-    assert!(fake.objects(MACHINES).is_empty(), "MachineMigrations left");
+    // The garbage collector (kube-controller-manager) removes the plan's MachineMigrations.
+    wait_for(
+        "the MachineMigrations to be collected",
+        Duration::from_secs(60),
+        || fake.objects(MACHINES).is_empty(),
+    )
+    .await;
     controllers.stop().await;
     simulation.shutdown().await;
 }

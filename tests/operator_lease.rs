@@ -1,7 +1,8 @@
-//! Leader election when the API server stops answering for the Lease: kube-lease-manager keeps
-//! retrying without reporting a loss, so the leader's own guard must notice that its claim was
-//! not renewed within the Lease duration, stop the controllers and every engine (no more writes),
-//! report not ready, and lead again once the Lease is renewed.
+//! Leader election when the API server goes away: kube-lease-manager keeps retrying without
+//! reporting a loss, so the leader's own guard must notice that its claim was not renewed within
+//! the Lease duration, stop the controllers and every engine (no more writes), report not ready,
+//! and lead again once the Lease is renewed. Against a real kube-apiserver of the test's own,
+//! stopped and started again on the same etcd.
 
 mod operator_support;
 
@@ -10,12 +11,11 @@ use std::time::{Duration, Instant};
 
 use ama_migrator::engine::EngineOptions;
 use ama_migrator::operator::controller::Context;
-use ama_migrator::operator::fake::FakeApiServer;
 use ama_migrator::operator::leader::{
     self, Health, LeaderConfig, LeaderState, LeaseTiming, Outcome,
 };
 use ama_migrator::operator::metrics::Metrics;
-use operator_support::{SimClock, plan_object, simulation};
+use operator_support::{PLANS, SimClock, arm_writes, control_plane, plan_object, simulation};
 
 const NS: &str = "team-a";
 
@@ -30,27 +30,21 @@ async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Writes the operator made to anything but the Lease.
-fn writes(fake: &FakeApiServer) -> usize {
-    fake.requests()
-        .iter()
-        .filter(|r| r.method != "GET" && !r.path.contains("/leases"))
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unrenewed_lease_stops_the_leader_until_it_is_renewed_again() {
+    let Some(mut cp) = tokio::task::spawn_blocking(control_plane::private)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
     let simulation = simulation(6).await;
-    let fake = FakeApiServer::start().await.unwrap();
+    let fake = cp.cluster(NS);
+    let ops = cp.cluster("ops");
     let plan = plan_object(&simulation, NS, "fleet");
-    fake.create(
-        &format!("/apis/amamigrator.io/v1alpha1/namespaces/{NS}/migrationplans"),
-        NS,
-        plan,
-    )
-    .unwrap();
+    fake.create(PLANS, plan);
 
-    let client = fake.client("ops").unwrap();
+    let client = ops.operator_client().await;
     // Nobody approves the canary gate: the engine keeps running (waiting), so there is an
     // engine to stop.
     let options = EngineOptions {
@@ -98,9 +92,9 @@ async fn an_unrenewed_lease_stops_the_leader_until_it_is_renewed_again() {
     })
     .await;
 
-    // The API server stops answering for Leases: no renewal, no report from the crate.
-    fake.fail_resource("leases", Some(503));
+    // The API server goes away: no renewal, no report from the crate.
     let cut = Instant::now();
+    tokio::task::block_in_place(|| cp.stop_apiserver());
     wait_until("the local expiry", Duration::from_secs(15), || {
         health.get() == LeaderState::Expired
     })
@@ -117,15 +111,19 @@ async fn an_unrenewed_lease_stops_the_leader_until_it_is_renewed_again() {
     .await;
     // Nothing writes any more while the Lease is unrenewed.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = writes(&fake);
+    let before = arm_writes(&simulation.sim, None);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(writes(&fake), before, "writes while not leading");
+    assert_eq!(
+        arm_writes(&simulation.sim, None),
+        before,
+        "Azure writes while not leading"
+    );
     assert_eq!(health.get(), LeaderState::Expired);
     assert!(!lead.is_finished(), "the replica waits to lead again");
-    println!("expired {expired_after:?} after the Lease endpoint started failing");
+    println!("expired {expired_after:?} after the API server stopped");
 
-    // The API server answers again: the Lease is renewed in our name and we lead again.
-    fake.fail_resource("leases", None);
+    // The API server is back (same etcd): the Lease is renewed in our name and we lead again.
+    tokio::task::block_in_place(|| cp.restart_apiserver());
     wait_until("leading again", Duration::from_secs(45), || {
         health.get() == leading
     })
@@ -134,8 +132,8 @@ async fn an_unrenewed_lease_stops_the_leader_until_it_is_renewed_again() {
         !ctx.running_plans().is_empty()
     })
     .await;
-    let lease = fake
-        .object("/apis/coordination.k8s.io/v1/leases", "ops", "ama-migrator")
+    let lease = ops
+        .object("/apis/coordination.k8s.io/v1/leases", "ama-migrator")
         .unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "replica-a", "{lease:#}");
 

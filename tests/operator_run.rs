@@ -1,5 +1,8 @@
 //! `ama-migrator run`: the HTTP endpoints served in-process, leader election of two replicas
-//! against the in-process fake API server, and the binary failing clearly without a cluster.
+//! against a real API server (hand-over within ~2 s of a release), and the binary failing clearly
+//! without a cluster.
+
+mod operator_support;
 
 use std::io::Read;
 use std::sync::Arc;
@@ -8,7 +11,6 @@ use std::time::{Duration, Instant};
 use ama_migrator::azure::ResourceId;
 use ama_migrator::engine::{EngineOptions, SimulateOptions, SystemClock};
 use ama_migrator::operator::controller::Context;
-use ama_migrator::operator::fake::FakeApiServer;
 use ama_migrator::operator::leader::{
     self, Health, LeaderConfig, LeaderState, LeaseTiming, Outcome,
 };
@@ -150,8 +152,11 @@ async fn wait_for_state(health: &Health, want: LeaderState, limit: Duration) {
     }
 }
 
-fn replica(fake: &FakeApiServer, identity: &str) -> (kube::Client, Arc<Context>, LeaderConfig) {
-    let client = fake.client("ops").unwrap();
+async fn replica(
+    ops: &operator_support::Cluster,
+    identity: &str,
+) -> (kube::Client, Arc<Context>, LeaderConfig) {
+    let client = ops.operator_client().await;
     let arm = ama_migrator::azure::ArmClient::new(ama_migrator::azure::ClientConfig::new(
         ama_migrator::azure::Endpoints {
             arm: "http://127.0.0.1:9/".parse().unwrap(),
@@ -173,9 +178,11 @@ fn replica(fake: &FakeApiServer, identity: &str) -> (kube::Client, Arc<Context>,
         lease_name: "ama-migrator".into(),
         namespace: "ops".into(),
         identity: identity.into(),
+        // A Lease much longer than the hand-over allowed: a standby that waited for it to expire
+        // instead of taking the released Lease would fail the test.
         timing: LeaseTiming {
-            duration: 3,
-            grace: 1,
+            duration: 15,
+            grace: 5,
         },
         stop_grace: Duration::from_secs(5),
     };
@@ -188,8 +195,12 @@ async fn one_of_two_replicas_leads_and_a_released_lease_passes_to_the_standby() 
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let fake = FakeApiServer::start().await.unwrap();
-    let (client_a, ctx_a, config_a) = replica(&fake, "replica-a");
+    let Some(cp) = operator_support::control_plane::shared() else {
+        return;
+    };
+    cp.cluster("team-a");
+    let ops = cp.cluster("ops");
+    let (client_a, ctx_a, config_a) = replica(&ops, "replica-a").await;
     let health_a = Arc::new(Health::default());
     let (stop_a, stop_a_rx) = tokio::sync::oneshot::channel::<()>();
     let ha = health_a.clone();
@@ -208,7 +219,7 @@ async fn one_of_two_replicas_leads_and_a_released_lease_passes_to_the_standby() 
     )
     .await;
 
-    let (client_b, ctx_b, config_b) = replica(&fake, "replica-b");
+    let (client_b, ctx_b, config_b) = replica(&ops, "replica-b").await;
     let health_b = Arc::new(Health::default());
     let (stop_b, stop_b_rx) = tokio::sync::oneshot::channel::<()>();
     let hb = health_b.clone();
@@ -219,11 +230,11 @@ async fn one_of_two_replicas_leads_and_a_released_lease_passes_to_the_standby() 
         .await
     });
     wait_for_state(&health_b, LeaderState::Standby, Duration::from_secs(10)).await;
-    // Longer than the Lease duration: the leader renews, the standby stays a standby.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Longer than the renewal period: the leader renews, the standby stays a standby.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(health_b.get(), LeaderState::Standby);
-    let lease = fake
-        .object("/apis/coordination.k8s.io/v1/leases", "ops", "ama-migrator")
+    let lease = ops
+        .object("/apis/coordination.k8s.io/v1/leases", "ama-migrator")
         .expect("the Lease exists");
     assert_eq!(lease["spec"]["holderIdentity"], "replica-a", "{lease:#}");
 
@@ -235,7 +246,22 @@ async fn one_of_two_replicas_leads_and_a_released_lease_passes_to_the_standby() 
         .unwrap()
         .unwrap();
     assert_eq!(outcome, Outcome::Shutdown);
+    let released = Instant::now();
     assert_eq!(health_a.get(), LeaderState::Unknown);
+    // Taken within ~2 s of the release (the Lease lasts 15 s), plus the caches' sync.
+    let start = Instant::now();
+    while !matches!(health_b.get(), LeaderState::Leading { .. }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the standby did not take the released Lease within 5 s (Lease duration 15 s): {:?}",
+            health_b.get()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "hand-over: the standby led {:?} after the release",
+        released.elapsed()
+    );
     wait_for_state(
         &health_b,
         LeaderState::Leading {
@@ -244,8 +270,8 @@ async fn one_of_two_replicas_leads_and_a_released_lease_passes_to_the_standby() 
         Duration::from_secs(20),
     )
     .await;
-    let lease = fake
-        .object("/apis/coordination.k8s.io/v1/leases", "ops", "ama-migrator")
+    let lease = ops
+        .object("/apis/coordination.k8s.io/v1/leases", "ama-migrator")
         .unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "replica-b", "{lease:#}");
     let _ = stop_b.send(());

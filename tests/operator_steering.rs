@@ -1,8 +1,8 @@
 //! The annotations people steer a migration with, driven through the real controllers against
-//! the in-process fake API server and the Azure simulator (issue 5: "pause and resume a plan;
+//! a real API server (`operator_support::control_plane`) and the Azure simulator (issue 5: "pause and resume a plan;
 //! approve a wave; retry, hold or skip a machine"; approve-wave is in `operator_fake.rs`).
 //!
-//! Judged on what can be observed: the plan's status and events on the fake API server, and the
+//! Judged on what can be observed: the plan's status and events on the API server, and the
 //! state-changing ARM requests in the simulator's request log.
 
 mod operator_support;
@@ -12,56 +12,50 @@ use std::time::{Duration, Instant};
 use ama_migrator::api::machine::annotations as machine_annotations;
 use ama_migrator::api::{MachineMigration, MigrationPlan};
 use ama_migrator::engine::simulate::Simulation;
-use ama_migrator::operator::fake::FakeApiServer;
 use ama_migrator::operator::{SKIP_ANNOTATION, plan_annotations};
 use ama_migrator::sim::Fault;
 use operator_support::{
-    Controllers, MACHINES, PLANS, annotate, arm_writes, condition, events_for, legacy_fleet,
-    plan_object, wait_for,
+    Cluster, Controllers, MACHINES, PLANS, annotate, arm_writes, condition, events_for,
+    legacy_fleet, plan_object, wait_for,
 };
 use serde_json::{Value, json};
 
-/// What every steering test starts from: the fake API server holding `simulation`'s plan as
+/// What every steering test starts from: the API server holding `simulation`'s plan as
 /// `fleet` in `ns`, its manual gates passed for the `approved` waves, and the controllers running.
 struct Steered {
-    fake: FakeApiServer,
+    fake: Cluster,
     client: kube::Client,
     controllers: Controllers,
 }
 
-async fn steered(ns: &str, simulation: &Simulation, approved: &str) -> Steered {
-    let fake = FakeApiServer::start().await.unwrap();
-    let client = fake.client(ns).unwrap();
+/// `None` (the test is skipped) without a control plane outside CI.
+async fn steered(ns: &str, simulation: &Simulation, approved: &str) -> Option<Steered> {
+    let (fake, client) = operator_support::cluster(ns).await?;
     let mut plan = plan_object(simulation, ns, "fleet");
     plan["metadata"]["annotations"][plan_annotations::APPROVE_WAVE] = json!(approved);
-    fake.create(
-        &format!("/apis/amamigrator.io/v1alpha1/namespaces/{ns}/migrationplans"),
-        ns,
-        plan,
-    )
-    .unwrap();
-    let controllers = Controllers::start(&fake, ns, simulation);
-    Steered {
+    fake.create(PLANS, plan);
+    let controllers = Controllers::start(&fake, simulation).await;
+    Some(Steered {
         fake,
         client,
         controllers,
-    }
+    })
 }
 
-fn plan_ready(fake: &FakeApiServer, ns: &str) -> bool {
-    fake.object(PLANS, ns, "fleet")
+fn plan_ready(fake: &Cluster) -> bool {
+    fake.object(PLANS, "fleet")
         .and_then(|p| condition(&p, "Ready").map(|c| c["status"] == "True"))
         .unwrap_or(false)
 }
 
-fn plan_status(fake: &FakeApiServer, ns: &str) -> Value {
-    fake.object(PLANS, ns, "fleet")
+fn plan_status(fake: &Cluster) -> Value {
+    fake.object(PLANS, "fleet")
         .map(|p| p["status"].clone())
         .unwrap_or(Value::Null)
 }
 
-fn machine(fake: &FakeApiServer, ns: &str, name: &str) -> Value {
-    fake.object(MACHINES, ns, name)
+fn machine(fake: &Cluster, name: &str) -> Value {
+    fake.object(MACHINES, name)
         .unwrap_or_else(|| panic!("MachineMigration {name} is gone"))
 }
 
@@ -70,7 +64,7 @@ fn step_of(m: &Value) -> String {
 }
 
 /// (name, machineId, step) of every MachineMigration, sorted by name.
-fn machine_steps(fake: &FakeApiServer) -> Vec<(String, String, String)> {
+fn machine_steps(fake: &Cluster) -> Vec<(String, String, String)> {
     let mut v: Vec<_> = fake
         .objects(MACHINES)
         .iter()
@@ -88,7 +82,7 @@ fn machine_steps(fake: &FakeApiServer) -> Vec<(String, String, String)> {
 
 /// Wait (bounded) for `f`; on timeout, fail showing the plan's status and every machine's step.
 async fn wait_or_show(
-    fake: &FakeApiServer,
+    fake: &Cluster,
     ns: &str,
     what: &str,
     limit: Duration,
@@ -99,7 +93,7 @@ async fn wait_or_show(
         if start.elapsed() > limit {
             panic!(
                 "timed out after {limit:?} waiting for {what}\n{}",
-                show(fake, ns)
+                show(fake)
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -130,7 +124,7 @@ fn writes_for(sim: &ama_migrator::sim::SimHandle, id: &str) -> Vec<String> {
 }
 
 /// What the steps look like, for failure messages.
-fn show(fake: &FakeApiServer, ns: &str) -> String {
+fn show(fake: &Cluster) -> String {
     let events: Vec<String> = fake
         .objects(operator_support::EVENTS)
         .iter()
@@ -146,7 +140,7 @@ fn show(fake: &FakeApiServer, ns: &str) -> String {
         .collect();
     format!(
         "plan status {:#}\nmachines {:#?}\nevents {events:#?}",
-        plan_status(fake, ns),
+        plan_status(fake),
         machine_steps(fake)
     )
 }
@@ -158,11 +152,14 @@ fn show(fake: &FakeApiServer, ns: &str) -> String {
 async fn pausing_a_plan_stops_every_azure_write_until_it_is_resumed() {
     const NS: &str = "steer-pause";
     let simulation = legacy_fleet(12, Vec::new()).await;
-    let Steered {
+    let Some(Steered {
         fake,
         client,
         controllers,
-    } = steered(NS, &simulation, "canary, medium").await;
+    }) = steered(NS, &simulation, "canary, medium").await
+    else {
+        return;
+    };
     let sim = simulation.sim.clone();
 
     // Mid-migration: Azure saw the first writes to machines, the plan is far from done.
@@ -178,17 +175,17 @@ async fn pausing_a_plan_stops_every_azure_write_until_it_is_resumed() {
         || machine_writes() > 0,
     )
     .await;
-    assert!(!plan_ready(&fake, NS), "the plan finished before the pause");
+    assert!(!plan_ready(&fake), "the plan finished before the pause");
     annotate::<MigrationPlan>(&client, NS, "fleet", plan_annotations::PAUSE, Some("true")).await;
 
     // The controller stops the engine (waiting for its pass) before it reports Paused, so once the
     // status says Paused no engine of this plan runs: nothing issued before can still be under way.
     wait_for("the plan to report Paused", Duration::from_secs(20), || {
-        let st = plan_status(&fake, NS);
+        let st = plan_status(&fake);
         st["phase"] == "Paused"
     })
     .await;
-    let plan = fake.object(PLANS, NS, "fleet").unwrap();
+    let plan = fake.object(PLANS, "fleet").unwrap();
     let progressing = condition(&plan, "Progressing").expect("a Progressing condition");
     assert_eq!(progressing["status"], "False", "{progressing:#}");
     assert_eq!(progressing["reason"], "Paused", "{progressing:#}");
@@ -227,8 +224,8 @@ async fn pausing_a_plan_stops_every_azure_write_until_it_is_resumed() {
         steps_paused,
         "machines moved while paused"
     );
-    assert!(!plan_ready(&fake, NS));
-    assert_eq!(plan_status(&fake, NS)["phase"], "Paused");
+    assert!(!plan_ready(&fake));
+    assert_eq!(plan_status(&fake)["phase"], "Paused");
     assert_eq!(
         events_for(&fake, "MigrationPlan", "fleet", "Paused").len(),
         1,
@@ -240,10 +237,10 @@ async fn pausing_a_plan_stops_every_azure_write_until_it_is_resumed() {
     wait_for(
         "the plan to be Ready after resuming",
         Duration::from_secs(45),
-        || plan_ready(&fake, NS),
+        || plan_ready(&fake),
     )
     .await;
-    let st = plan_status(&fake, NS);
+    let st = plan_status(&fake);
     assert_eq!(st["phase"], "Completed", "{st:#}");
     assert!(
         arm_writes(&sim, None) > writes_paused,
@@ -253,14 +250,14 @@ async fn pausing_a_plan_stops_every_azure_write_until_it_is_resumed() {
         .iter()
         .filter(|(_, _, s)| s == "Done")
         .count();
-    assert!(done >= 8, "only {done} machines Done: {}", show(&fake, NS));
+    assert!(done >= 8, "only {done} machines Done: {}", show(&fake));
 
     controllers.stop().await;
     simulation.shutdown().await;
 }
 
 /// The first machine (by name) of `wave`, once the engine created the MachineMigrations.
-async fn machine_of_wave(fake: &FakeApiServer, waves: &[&str]) -> (String, String) {
+async fn machine_of_wave(fake: &Cluster, waves: &[&str]) -> (String, String) {
     let pick = || {
         let mut ms = fake.objects(MACHINES);
         ms.sort_by(|a, b| {
@@ -289,7 +286,7 @@ async fn machine_of_wave(fake: &FakeApiServer, waves: &[&str]) -> (String, Strin
 /// Steer one machine of a wave that is not approved yet (so it has not started), then approve the
 /// wave; returns the machine's (name, machineId).
 async fn steer_before_start(
-    fake: &FakeApiServer,
+    fake: &Cluster,
     client: &kube::Client,
     ns: &str,
     sim: &ama_migrator::sim::SimHandle,
@@ -323,7 +320,7 @@ async fn steer_before_start(
 /// Every machine but `except` migrated as far as it can alone: `Done`, or `WaitForFlip` (its
 /// sources run on AMA; the workspace's legacy flip waits for every sender to be covered, so it
 /// waits for a held machine), and `except`'s wave has such a machine.
-fn rest_of_fleet_migrated(fake: &FakeApiServer, except: &str) -> bool {
+fn rest_of_fleet_migrated(fake: &Cluster, except: &str) -> bool {
     let ms = fake.objects(MACHINES);
     let Some(wave) = ms
         .iter()
@@ -349,11 +346,14 @@ async fn a_held_machine_makes_no_progress_until_the_hold_is_removed() {
     const NS: &str = "steer-hold";
     let simulation = legacy_fleet(16, Vec::new()).await;
     let sim = simulation.sim.clone();
-    let Steered {
+    let Some(Steered {
         fake,
         client,
         controllers,
-    } = steered(NS, &simulation, "canary").await;
+    }) = steered(NS, &simulation, "canary").await
+    else {
+        return;
+    };
 
     let (name, id) = steer_before_start(
         &fake,
@@ -379,9 +379,9 @@ async fn a_held_machine_makes_no_progress_until_the_hold_is_removed() {
         0,
         "ARM writes for held {name}: {:#?}\n{}",
         writes_for(&sim, &id),
-        show(&fake, NS)
+        show(&fake)
     );
-    let m = machine(&fake, NS, &name);
+    let m = machine(&fake, &name);
     assert_eq!(step_of(&m), "Blocked", "{name}: {:#}", m["status"]);
     let blocked = condition(&m, "Blocked").expect("a Blocked condition");
     assert_eq!(blocked["status"], "True", "{blocked:#}");
@@ -403,18 +403,18 @@ async fn a_held_machine_makes_no_progress_until_the_hold_is_removed() {
     assert!(
         later_writes > 0,
         "no machine of a later wave was touched: {later:?}\n{}",
-        show(&fake, NS)
+        show(&fake)
     );
     // The workspace's legacy flip waits for every sender to be covered, the held one too: the
     // plan does not complete while a machine is held.
-    assert!(!plan_ready(&fake, NS), "{}", show(&fake, NS));
+    assert!(!plan_ready(&fake), "{}", show(&fake));
 
     // Released: the machine migrates and the plan ends Ready.
     annotate::<MachineMigration>(&client, NS, &name, machine_annotations::HOLD, None).await;
     wait_for(
         &format!("{name} to be Done after its hold was removed"),
         Duration::from_secs(45),
-        || step_of(&machine(&fake, NS, &name)) == "Done",
+        || step_of(&machine(&fake, &name)) == "Done",
     )
     .await;
     assert!(
@@ -422,10 +422,10 @@ async fn a_held_machine_makes_no_progress_until_the_hold_is_removed() {
         "{name} migrated without a write?"
     );
     wait_for("the plan to be Ready", Duration::from_secs(30), || {
-        plan_ready(&fake, NS)
+        plan_ready(&fake)
     })
     .await;
-    assert_eq!(plan_status(&fake, NS)["phase"], "Completed");
+    assert_eq!(plan_status(&fake)["phase"], "Completed");
 
     controllers.stop().await;
     simulation.shutdown().await;
@@ -441,11 +441,14 @@ async fn a_skipped_machine_is_never_touched_and_the_flip_waits_until_it_is_accep
     const NS: &str = "steer-skip";
     let simulation = legacy_fleet(16, Vec::new()).await;
     let sim = simulation.sim.clone();
-    let Steered {
+    let Some(Steered {
         fake,
         client,
         controllers,
-    } = steered(NS, &simulation, "canary").await;
+    }) = steered(NS, &simulation, "canary").await
+    else {
+        return;
+    };
 
     let (name, id) =
         steer_before_start(&fake, &client, NS, &sim, SKIP_ANNOTATION, "SkipRequested").await;
@@ -462,15 +465,15 @@ async fn a_skipped_machine_is_never_touched_and_the_flip_waits_until_it_is_accep
         NS,
         "the plan to stall on the skipped machine",
         Duration::from_secs(45),
-        || waits_for_it(&plan_status(&fake, NS)),
+        || waits_for_it(&plan_status(&fake)),
     )
     .await;
-    assert!(!plan_ready(&fake, NS), "{:#}", plan_status(&fake, NS));
+    assert!(!plan_ready(&fake), "{:#}", plan_status(&fake));
 
     // A person accepts it: the plan's spec (never written by the operator) names it.
     let api: kube::Api<ama_migrator::api::MigrationPlan> =
         kube::Api::namespaced(client.clone(), NS);
-    let current = fake.object(PLANS, NS, "fleet").unwrap();
+    let current = fake.object(PLANS, "fleet").unwrap();
     let mut accepted = current["spec"]["legacy"]["flip"]["acceptedUncoveredSenders"]
         .as_array()
         .cloned()
@@ -489,19 +492,19 @@ async fn a_skipped_machine_is_never_touched_and_the_flip_waits_until_it_is_accep
         NS,
         "the plan to be Ready",
         Duration::from_secs(45),
-        || plan_ready(&fake, NS),
+        || plan_ready(&fake),
     )
     .await;
-    let st = plan_status(&fake, NS);
+    let st = plan_status(&fake);
     assert_eq!(st["phase"], "Completed", "{st:#}");
     assert_eq!(
         arm_writes(&sim, Some(&id)),
         0,
         "ARM writes for skipped {name}: {:#?}\n{}",
         writes_for(&sim, &id),
-        show(&fake, NS)
+        show(&fake)
     );
-    let m = machine(&fake, NS, &name);
+    let m = machine(&fake, &name);
     assert_eq!(step_of(&m), "Blocked", "{name}: {:#}", m["status"]);
     let blocked = condition(&m, "Blocked").expect("a Blocked condition");
     assert_eq!(blocked["reason"], "Held", "{blocked:#}");
@@ -516,7 +519,7 @@ async fn a_skipped_machine_is_never_touched_and_the_flip_waits_until_it_is_accep
     assert!(
         others_done >= 10,
         "only {others_done} others Done: {}",
-        show(&fake, NS)
+        show(&fake)
     );
 
     controllers.stop().await;
@@ -541,11 +544,14 @@ async fn retrying_a_failed_machine_after_the_cause_is_fixed_completes_it() {
         })
         .unwrap();
     let sim = simulation.sim.clone();
-    let Steered {
+    let Some(Steered {
         fake,
         client,
         controllers,
-    } = steered(NS, &simulation, "canary, medium").await;
+    }) = steered(NS, &simulation, "canary, medium").await
+    else {
+        return;
+    };
 
     let find = || {
         fake.objects(MACHINES).into_iter().find(|m| {
@@ -583,7 +589,7 @@ async fn retrying_a_failed_machine_after_the_cause_is_fixed_completes_it() {
     // Failed stays failed: no further install while nobody asks.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(ama_puts(), puts_failed);
-    assert_eq!(step_of(&machine(&fake, NS, &name)), "Failed");
+    assert_eq!(step_of(&machine(&fake, &name)), "Failed");
 
     sim.clear_faults();
     annotate::<MachineMigration>(&client, NS, &name, machine_annotations::RETRY, Some("1")).await;
@@ -611,20 +617,20 @@ async fn retrying_a_failed_machine_after_the_cause_is_fixed_completes_it() {
     wait_for(
         &format!("{name} to be Done after the retry"),
         Duration::from_secs(45),
-        || step_of(&machine(&fake, NS, &name)) == "Done",
+        || step_of(&machine(&fake, &name)) == "Done",
     )
     .await;
     assert!(ama_puts() > puts_failed, "the retry installed AMA again");
-    let m = machine(&fake, NS, &name);
+    let m = machine(&fake, &name);
     assert_eq!(
         m["metadata"]["annotations"][ama_migrator::operator::RETRY_OBSERVED_ANNOTATION],
         "1"
     );
     wait_for("the plan to be Ready", Duration::from_secs(30), || {
-        plan_ready(&fake, NS)
+        plan_ready(&fake)
     })
     .await;
-    assert_eq!(plan_status(&fake, NS)["phase"], "Completed");
+    assert_eq!(plan_status(&fake)["phase"], "Completed");
 
     controllers.stop().await;
     simulation.shutdown().await;

@@ -58,7 +58,7 @@ pub struct MachineMigrationSpec {
     pub plan: String,
     /// Resource ID of the VM or Arc server.
     #[schemars(
-        length(min = 1),
+        length(min = 1, max = 1024),
         regex(
             pattern = r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/[^/]+/[^/]+/[^/]+$"
         )

@@ -260,6 +260,7 @@ pub struct Rollout {
     pub cutover: Cutover,
     /// When machines may start a step (UTC). Empty: any time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub maintenance_windows: Vec<MaintenanceWindow>,
 }
 
@@ -400,12 +401,13 @@ pub enum CutoverPolicy {
 pub struct MaintenanceWindow {
     /// Days the window opens. Empty: every day.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 7))]
     pub days: Vec<Weekday>,
     /// `HH:MM`, UTC.
-    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    #[schemars(length(max = 5), regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub start: String,
     /// `HH:MM`, UTC; earlier than `start` means the window spans midnight.
-    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    #[schemars(length(max = 5), regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub end: String,
 }
 

@@ -1,7 +1,11 @@
-//! Shared by the operator tests that drive the controllers against the in-process fake API server
-//! and the Azure simulator: the simulator's clock for the engine, condition lookup on raw
-//! objects, bounded waiting, and the controllers started on a plan.
+//! Shared by the operator tests that drive the controllers against a real API server (see
+//! `control_plane`) and the Azure simulator: the simulator's clock for the engine, condition lookup
+//! on raw objects, bounded waiting, and the controllers started on a plan.
 #![allow(dead_code)] // each test binary uses a different subset
+
+pub mod control_plane;
+
+pub use control_plane::Cluster;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +13,6 @@ use std::time::{Duration, Instant};
 use ama_migrator::engine::simulate::Simulation;
 use ama_migrator::engine::{Clock, EngineOptions};
 use ama_migrator::operator::controller::{Context, run_controllers};
-use ama_migrator::operator::fake::FakeApiServer;
 use ama_migrator::operator::metrics::Metrics;
 use ama_migrator::sim::SimHandle;
 use k8s_openapi::jiff::Timestamp;
@@ -66,8 +69,11 @@ pub struct Controllers {
 }
 
 impl Controllers {
-    pub fn start(fake: &FakeApiServer, namespace: &str, simulation: &Simulation) -> Self {
-        let client = fake.client(namespace).expect("fake client");
+    /// The controllers as the operator runs them, with the chart's RBAC, watching the cluster's
+    /// namespace only (the tests of one binary share an API server, each in its own namespace).
+    pub async fn start(cluster: &Cluster, simulation: &Simulation) -> Self {
+        let client = cluster.operator_client().await;
+        let namespace = cluster.namespace.as_str();
         let metrics = Arc::new(Metrics::new());
         let ctx = Context::new(
             client,
@@ -76,7 +82,8 @@ impl Controllers {
             Arc::new(SimClock(simulation.sim.clone())),
             engine_options(),
             Some("test-pod".into()),
-        );
+        )
+        .with_watch_namespaces(vec![namespace.to_owned()]);
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(run_controllers(ctx.clone(), async move {
             let _ = stop_rx.await;
@@ -115,10 +122,20 @@ pub async fn simulation(machines: usize) -> Simulation {
 /// A fleet where every machine has work to do: legacy agent only, all running and connected
 /// (everything AMA-side is then the operator's), at 3000x, with `faults` injected.
 pub async fn legacy_fleet(machines: usize, faults: Vec<ama_migrator::sim::Fault>) -> Simulation {
+    legacy_fleet_at(machines, faults, 3000.0).await
+}
+
+/// [`legacy_fleet`] at `time_scale`: a test that bounds simulated minutes spent waiting on the
+/// API server (one real second is `time_scale / 60` simulated minutes) runs slower.
+pub async fn legacy_fleet_at(
+    machines: usize,
+    faults: Vec<ama_migrator::sim::Fault>,
+    time_scale: f64,
+) -> Simulation {
     Simulation::start(ama_migrator::engine::SimulateOptions {
         scenario: ama_migrator::sim::Scenario {
             machines,
-            time_scale: 3000.0,
+            time_scale,
             agents: ama_migrator::sim::scenario::AgentMix {
                 legacy_only: 1.0,
                 ama_only: 0.0,
@@ -194,9 +211,10 @@ pub async fn annotate<K>(
         .unwrap_or_else(|e| panic!("annotate {} {name}: {e}", K::kind(&Default::default())));
 }
 
-/// The events of the fake API server about `kind`/`name` with `reason`.
-pub fn events_for(fake: &FakeApiServer, kind: &str, name: &str, reason: &str) -> Vec<Value> {
-    fake.objects(EVENTS)
+/// The events of the test's namespace about `kind`/`name` with `reason`.
+pub fn events_for(cluster: &Cluster, kind: &str, name: &str, reason: &str) -> Vec<Value> {
+    cluster
+        .objects(EVENTS)
         .into_iter()
         .filter(|e| {
             e["regarding"]["kind"] == kind
@@ -204,4 +222,15 @@ pub fn events_for(fake: &FakeApiServer, kind: &str, name: &str, reason: &str) ->
                 && e["reason"] == reason
         })
         .collect()
+}
+
+/// The test's namespace on this binary's shared API server with the operator's client for it, or
+/// `None` (the test then returns, having said it is skipped) without the control plane's binaries
+/// outside CI.
+/// The client returned is a person's (cluster admin); the controllers get the operator's.
+pub async fn cluster(namespace: &str) -> Option<(Cluster, kube::Client)> {
+    let cp = control_plane::shared()?;
+    let cluster = cp.cluster(namespace);
+    let client = cluster.admin_client().await;
+    Some((cluster, client))
 }
