@@ -274,8 +274,88 @@ async fn one_of_two_replicas_leads_and_a_released_lease_passes_to_the_standby() 
         .object("/apis/coordination.k8s.io/v1/leases", "ama-migrator")
         .unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "replica-b", "{lease:#}");
+
+    // A standby that never led stops: it neither claims nor releases the Lease (the holder, its
+    // acquisition and the transition count stay). (The API server keeps no managedFields for
+    // Leases, so the writer itself is not recorded.)
+    let before = ops
+        .object("/apis/coordination.k8s.io/v1/leases", "ama-migrator")
+        .unwrap();
+    let (client_c, ctx_c, config_c) = replica(&ops, "replica-c").await;
+    let health_c = Arc::new(Health::default());
+    let (stop_c, stop_c_rx) = tokio::sync::oneshot::channel::<()>();
+    let hc = health_c.clone();
+    let c = tokio::spawn(async move {
+        leader::lead(client_c, &config_c, ctx_c, hc, async move {
+            let _ = stop_c_rx.await;
+        })
+        .await
+    });
+    wait_for_state(&health_c, LeaderState::Standby, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop_c.send(());
+    let outcome = tokio::time::timeout(Duration::from_secs(15), c)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, Outcome::Shutdown);
+    let lease = ops
+        .object("/apis/coordination.k8s.io/v1/leases", "ama-migrator")
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-b", "{lease:#}");
+    for field in ["acquireTime", "leaseTransitions"] {
+        assert_eq!(
+            lease["spec"][field], before["spec"][field],
+            "a standby wrote the Lease: {lease:#}"
+        );
+    }
+
     let _ = stop_b.send(());
     let outcome = tokio::time::timeout(Duration::from_secs(15), b)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, Outcome::Shutdown);
+
+    // An empty holder with a fresh renewal (as client-go's release leaves it) is free too: a
+    // replica starting now leads at once, not a Lease duration later.
+    let (status, answer) = ops.send(
+        "PATCH",
+        &format!(
+            "/apis/coordination.k8s.io/v1/namespaces/{}/leases/ama-migrator",
+            ops.namespace
+        ),
+        "application/merge-patch+json",
+        Some(&serde_json::json!({"spec": {
+            "holderIdentity": "",
+            "renewTime": k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+            "leaseDurationSeconds": 15
+        }})),
+    );
+    assert_eq!(status, 200, "{answer:#}");
+    let (client_d, ctx_d, config_d) = replica(&ops, "replica-d").await;
+    let health_d = Arc::new(Health::default());
+    let (stop_d, stop_d_rx) = tokio::sync::oneshot::channel::<()>();
+    let hd = health_d.clone();
+    let started = Instant::now();
+    let d = tokio::spawn(async move {
+        leader::lead(client_d, &config_d, ctx_d, hd, async move {
+            let _ = stop_d_rx.await;
+        })
+        .await
+    });
+    while !matches!(health_d.get(), LeaderState::Leading { .. }) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "an emptied Lease was not taken within 5 s (duration 15 s): {:?}",
+            health_d.get()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_d.send(());
+    let outcome = tokio::time::timeout(Duration::from_secs(15), d)
         .await
         .unwrap()
         .unwrap()

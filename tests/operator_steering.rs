@@ -81,13 +81,7 @@ fn machine_steps(fake: &Cluster) -> Vec<(String, String, String)> {
 }
 
 /// Wait (bounded) for `f`; on timeout, fail showing the plan's status and every machine's step.
-async fn wait_or_show(
-    fake: &Cluster,
-    ns: &str,
-    what: &str,
-    limit: Duration,
-    mut f: impl FnMut() -> bool,
-) {
+async fn wait_or_show(fake: &Cluster, what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
         if start.elapsed() > limit {
@@ -366,7 +360,6 @@ async fn a_held_machine_makes_no_progress_until_the_hold_is_removed() {
     .await;
     wait_or_show(
         &fake,
-        NS,
         "the rest of the fleet to migrate",
         Duration::from_secs(45),
         || rest_of_fleet_migrated(&fake, &name),
@@ -462,7 +455,6 @@ async fn a_skipped_machine_is_never_touched_and_the_flip_waits_until_it_is_accep
     };
     wait_or_show(
         &fake,
-        NS,
         "the plan to stall on the skipped machine",
         Duration::from_secs(45),
         || waits_for_it(&plan_status(&fake)),
@@ -489,7 +481,6 @@ async fn a_skipped_machine_is_never_touched_and_the_flip_waits_until_it_is_accep
     .unwrap();
     wait_or_show(
         &fake,
-        NS,
         "the plan to be Ready",
         Duration::from_secs(45),
         || plan_ready(&fake),

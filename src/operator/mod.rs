@@ -12,12 +12,10 @@
 //!   against it.
 //! * [`leader`]: Lease-based leader election; the controllers run only on the leader.
 //! * [`serve`]: `/metrics`, `/healthz`, `/readyz`.
-//! * [`fake`]: an in-process API server for tests and the memory benchmark.
 
 pub mod controller;
 pub mod credentials;
 pub mod events;
-pub mod fake;
 pub mod leader;
 pub mod metrics;
 pub mod rbac;
