@@ -1,6 +1,6 @@
 //! The annotations people steer a migration with, driven through the real controllers against
 //! a real API server (`operator_support::control_plane`) and the Azure simulator (issue 5: "pause and resume a plan;
-//! approve a wave; retry, hold or skip a machine"; approve-wave is in `operator_fake.rs`).
+//! approve a wave; retry, hold or skip a machine"; approve-wave is in `operator_migration.rs`).
 //!
 //! Judged on what can be observed: the plan's status and events on the API server, and the
 //! state-changing ARM requests in the simulator's request log.
