@@ -37,6 +37,7 @@ pub mod rollback;
 pub mod run;
 pub mod simulate;
 pub mod state;
+pub mod status;
 pub mod verify;
 
 pub use discover::{Discovery, discover};

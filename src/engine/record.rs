@@ -248,12 +248,14 @@ impl MachineRecord {
     }
 
     /// Derived status fields: the agents column and the observed senders per data source.
+    /// `ama_present`: AMA installed by the plan or found installed before it.
     pub fn refresh_summary(
         &mut self,
         legacy_present: bool,
+        ama_present: bool,
         legacy_stream_on: &dyn Fn(DataSourceType) -> bool,
     ) {
-        let ama = self.progress.ama_installed;
+        let ama = ama_present;
         let agents = match (legacy_present, ama) {
             (true, true) => "Legacy+AMA",
             (true, false) => "Legacy",

@@ -48,6 +48,7 @@ use crate::machine::{
 use super::discover::discover;
 use super::record::MachineRecord;
 use super::run::{Engine, PLAN_PROGRESS_ANNOTATION};
+use super::status::{MachineView, apply_counts, tally};
 use super::{EngineError, flip, plan_key};
 
 /// On the MigrationPlan: the rollback that paused it (JSON [`RollbackMarker`]).
@@ -615,6 +616,7 @@ impl Engine {
             "",
             now,
         );
+        self.recount(&mut plan_obj)?;
         self.state
             .save_plan(&plan_obj)
             .map_err(EngineError::Store)?;
@@ -1168,8 +1170,27 @@ impl Engine {
                 now,
             );
         }
+        self.recount(plan)?;
         *plan = self.state.save_plan(plan).map_err(EngineError::Store)?;
         self.plan_event(plan, REASON_ROLLED_BACK, msg);
+        Ok(())
+    }
+
+    /// The plan's wave and fleet counts from its stored machines, as the wave phases written
+    /// with them (the planner's figures — machines kept on the legacy agent for an AMA-unsupported
+    /// source, out-of-scope senders — stay as the last run measured them).
+    fn recount(&self, plan: &mut MigrationPlan) -> Result<(), EngineError> {
+        let (ns, name) = plan_key(plan)?;
+        let machines = self
+            .state
+            .load_machines(&ns, &name)
+            .map_err(EngineError::Store)?;
+        let views: Vec<MachineView<'_>> = machines.iter().map(MachineView::of).collect();
+        let st = plan.status.get_or_insert_with(Default::default);
+        let before = st.summary.clone().unwrap_or_default();
+        let mut t = tally(&views, before.out_of_scope_senders);
+        t.summary.blocked_unsupported = before.blocked_unsupported;
+        apply_counts(st, &t);
         Ok(())
     }
 

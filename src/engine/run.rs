@@ -14,7 +14,7 @@ use crate::api::MigrationPlan;
 use crate::api::conditions::{self, reasons, status as cstatus, types as ctypes};
 use crate::api::duration::parse_duration;
 use crate::api::machine::{MachineDataSource, MachineMigrationSpec, MachineStep};
-use crate::api::plan::{Agent, MachineKind, OwnedDcr, PlanPhase, WavePhase, WaveStatus};
+use crate::api::plan::{Agent, MachineKind, OwnedDcr, PlanPhase, WavePhase};
 use crate::azure::lro::OperationHandle;
 use crate::azure::{ArmClient, ResourceId};
 use crate::catalog::{Catalog, DataSourceType, OsFamily};
@@ -29,6 +29,7 @@ use super::discover::{Discovery, customer_id, discover};
 use super::exec::{self, Act, Effect, WorkResult};
 use super::record::{InFlight, MachineRecord, PROGRESS_ANNOTATION, Progress};
 use super::state::EngineState;
+use super::status::{self, MachineView, WaveView};
 use super::verify::{self, Pending};
 use super::{EngineError, flip};
 
@@ -459,7 +460,7 @@ impl Engine {
                     errors.join("; "),
                     now,
                 );
-                self.save_plan(&mut plan_obj, &prec)?;
+                self.save_plan(&mut plan_obj, &prec, &counts(&outcome, &records, &catalog))?;
                 return Ok(RunEnd::Refused { errors });
             }
             if !dcrs_ready {
@@ -514,7 +515,11 @@ impl Engine {
                         }
                         prec.flipped.insert(*t);
                         // Saved per flip: a stop during the next flip must not forget this one.
-                        self.save_plan(&mut plan_obj, &prec)?;
+                        self.save_plan(
+                            &mut plan_obj,
+                            &prec,
+                            &counts(&outcome, &records, &catalog),
+                        )?;
                         self.event_plan(
                             &plan_obj,
                             "LegacyStreamFlipped",
@@ -534,7 +539,11 @@ impl Engine {
                         )
                         .await?;
                         prec.flipped.remove(t);
-                        self.save_plan(&mut plan_obj, &prec)?;
+                        self.save_plan(
+                            &mut plan_obj,
+                            &prec,
+                            &counts(&outcome, &records, &catalog),
+                        )?;
                         self.event_plan(
                             &plan_obj,
                             "LegacyStreamRestored",
@@ -546,7 +555,7 @@ impl Engine {
                 acted = true;
             }
             if acted {
-                self.save_plan(&mut plan_obj, &prec)?;
+                self.save_plan(&mut plan_obj, &prec, &counts(&outcome, &records, &catalog))?;
                 continue; // re-plan with the new workspace state
             }
 
@@ -800,9 +809,9 @@ impl Engine {
                     }
                 }
             }
-            self.update_plan_status(&mut plan_obj, &outcome, &prec, now);
+            update_plan_status(&mut plan_obj, &outcome, &records, &catalog, &prec, now);
             if plan_changed || self.plan_status_changed(&plan_obj)? {
-                self.save_plan(&mut plan_obj, &prec)?;
+                self.save_plan(&mut plan_obj, &prec, &counts(&outcome, &records, &catalog))?;
             }
             self.persist(&mut records)?;
             tracing::debug!(
@@ -851,7 +860,7 @@ impl Engine {
                         "every machine reached a final state".into(),
                         now,
                     );
-                    self.save_plan(&mut plan_obj, &prec)?;
+                    self.save_plan(&mut plan_obj, &prec, &counts(&outcome, &records, &catalog))?;
                     // Doubts the planner never came back to (the machine finished by another
                     // path): nothing will send those writes again.
                     for (key, action) in recheck.keys().cloned().collect::<Vec<_>>() {
@@ -876,7 +885,7 @@ impl Engine {
                         reasons::AWAITING_APPROVAL
                     };
                     set_plan_phase(&mut plan_obj, PlanPhase::Blocked, code, reason.clone(), now);
-                    self.save_plan(&mut plan_obj, &prec)?;
+                    self.save_plan(&mut plan_obj, &prec, &counts(&outcome, &records, &catalog))?;
                     return Ok(RunEnd::Stalled { reason });
                 }
             }
@@ -944,7 +953,15 @@ impl Engine {
         Ok(())
     }
 
-    fn save_plan(&self, plan: &mut MigrationPlan, prec: &PlanRecord) -> Result<(), EngineError> {
+    /// Save the plan with its engine progress; every status written carries the counts of the
+    /// machines' records as they are now (`counts`), whatever else changed.
+    fn save_plan(
+        &self,
+        plan: &mut MigrationPlan,
+        prec: &PlanRecord,
+        counts: &status::Tally,
+    ) -> Result<(), EngineError> {
+        status::apply_counts(plan.status.get_or_insert_with(Default::default), counts);
         let text = serde_json::to_string(prec).unwrap_or_default();
         plan.metadata
             .annotations
@@ -1213,7 +1230,13 @@ impl Engine {
                 .get(&d.key)
                 .is_some_and(|m| m.agents(AgentKind::Legacy).next().is_some())
                 && !rec.progress.legacy_removed;
-            rec.refresh_summary(legacy_present, &|t| !flipped.contains(t));
+            // AMA the inventory found installed before the plan started is there too.
+            let ama_present = rec.progress.ama_installed
+                || inv.get(&d.key).is_some_and(|m| {
+                    m.agents(AgentKind::Ama)
+                        .any(|e| e.provisioning_state.eq_ignore_ascii_case("Succeeded"))
+                });
+            rec.refresh_summary(legacy_present, ama_present, &|t| !flipped.contains(t));
             *snap.by_step.entry(format!("{step:?}")).or_default() += 1;
             if rec.progress.in_flight.is_some() {
                 snap.in_flight += 1;
@@ -1243,132 +1266,136 @@ impl Engine {
         snap.flipped = prec.flipped.iter().copied().collect();
         (finished, snap)
     }
+}
 
-    fn update_plan_status(
-        &self,
-        plan: &mut MigrationPlan,
-        outcome: &PlanOutcome,
-        prec: &PlanRecord,
-        now: Timestamp,
-    ) {
-        let st = plan.status.get_or_insert_with(Default::default);
-        let mut waves = Vec::new();
-        let mut current = None;
-        for (i, w) in outcome.waves.iter().enumerate() {
-            let rec = prec.waves.get(i);
-            let phase = if w.gate_passed {
-                WavePhase::Completed
-            } else if !w.admitted {
-                WavePhase::Pending
-            } else if rec.is_some_and(|r| r.finished_at.is_some()) {
-                WavePhase::Soaking
-            } else {
-                if current.is_none() {
-                    current = Some(w.name.clone());
-                }
-                WavePhase::Progressing
-            };
-            let prev = st.waves.iter().find(|x| x.name == w.name);
-            waves.push(WaveStatus {
-                name: w.name.clone(),
-                phase,
-                total: w.members as u32,
-                done: w.done as u32,
-                failed: w.failed as u32,
-                in_progress: 0,
-                blocked: w.blocked as u32,
-                started_at: prev
-                    .and_then(|p| p.started_at.clone())
-                    .or_else(|| w.admitted.then_some(Time(now))),
-                soak_until: None,
-                completed_at: prev
-                    .and_then(|p| p.completed_at.clone())
-                    .or_else(|| w.gate_passed.then_some(Time(now))),
-            });
-        }
-        st.waves = waves;
-        st.current_wave = current;
-        let over_budget = outcome
-            .warnings
-            .iter()
-            .any(|w| w.starts_with("failure budget exceeded"));
-        if over_budget {
-            st.phase = Some(PlanPhase::Paused);
-            conditions::set_condition(
-                &mut st.conditions,
-                ctypes::DEGRADED,
-                cstatus::TRUE,
-                reasons::FAILURE_BUDGET_EXCEEDED,
-                "the failure budget is exceeded: no new machine starts until failures are retried or the budget is raised",
-                None,
-                Time(now),
-            );
-        } else if st.phase != Some(PlanPhase::Completed) {
-            st.phase = Some(PlanPhase::Progressing);
-            let (reason, message) = if outcome.held_by_window {
-                (
-                    reasons::OUTSIDE_MAINTENANCE_WINDOW,
-                    "machines with work left wait for the next maintenance window (spec.rollout.maintenanceWindows)".to_string(),
-                )
-            } else {
-                let wave = st.current_wave.as_deref().unwrap_or("none");
-                (
+/// The plan's status after a pass: wave phases, counts, current wave and summary from the
+/// machines' records (`status::build`), and the Progressing, Degraded and Blocked conditions.
+fn update_plan_status(
+    plan: &mut MigrationPlan,
+    outcome: &PlanOutcome,
+    records: &BTreeMap<String, MachineRecord>,
+    catalog: &Catalog,
+    prec: &PlanRecord,
+    now: Timestamp,
+) {
+    let waves = wave_views(&plan.spec, outcome, prec);
+    let st = plan.status.get_or_insert_with(Default::default);
+    let completed = st.phase == Some(PlanPhase::Completed);
+    let figures = status::build(
+        &waves,
+        &machine_views(outcome, records, catalog),
+        out_of_scope(outcome),
+        &st.waves,
+        completed,
+        now,
+    );
+    let current_phase = figures
+        .current_wave
+        .as_deref()
+        .and_then(|c| figures.waves.iter().find(|w| w.name == c))
+        .map(|w| (w.phase, w.soak_until.clone()));
+    figures.apply(st);
+    let over_budget = outcome
+        .warnings
+        .iter()
+        .any(|w| w.starts_with("failure budget exceeded"));
+    if over_budget {
+        st.phase = Some(PlanPhase::Paused);
+        conditions::set_condition(
+            &mut st.conditions,
+            ctypes::DEGRADED,
+            cstatus::TRUE,
+            reasons::FAILURE_BUDGET_EXCEEDED,
+            "the failure budget is exceeded: no new machine starts until failures are retried or the budget is raised",
+            None,
+            Time(now),
+        );
+    } else if st.phase != Some(PlanPhase::Completed) {
+        st.phase = Some(PlanPhase::Progressing);
+        let (reason, message) = if outcome.held_by_window {
+            (
+                reasons::OUTSIDE_MAINTENANCE_WINDOW,
+                "machines with work left wait for the next maintenance window (spec.rollout.maintenanceWindows)".to_string(),
+            )
+        } else {
+            let wave = st.current_wave.as_deref().unwrap_or("none");
+            match current_phase {
+                Some((WavePhase::Soaking, until)) => (
+                    reasons::SOAKING,
+                    match until {
+                        Some(t) => format!("wave {wave} finished; soaking until {}", t.0),
+                        None => format!("wave {wave} finished; waiting for its gates"),
+                    },
+                ),
+                Some((WavePhase::AwaitingApproval, _)) => (
+                    reasons::AWAITING_APPROVAL,
+                    format!(
+                        "wave {wave} finished and soaked; it waits for approval (annotation amamigrator.io/approve-wave: {wave})"
+                    ),
+                ),
+                Some((WavePhase::Failed, _)) => (
+                    reasons::GATE_FAILED,
+                    format!(
+                        "wave {wave} finished below its success ratio (gates.minSuccessRatio): retry its failed machines (annotation amamigrator.io/retry)"
+                    ),
+                ),
+                _ => (
                     reasons::WAVE_IN_PROGRESS,
                     format!("migrating; current wave: {wave}"),
-                )
-            };
-            conditions::set_condition(
-                &mut st.conditions,
-                ctypes::PROGRESSING,
-                cstatus::TRUE,
-                reason,
-                message,
-                None,
-                Time(now),
-            );
-        }
-        let blocked_flips: Vec<String> = outcome
-            .flips
-            .iter()
-            .filter(|f| !f.flipped && f.never.is_none() && !f.ready)
-            .map(|f| {
-                format!(
-                    "{} (blocked by {} sender(s), e.g. {})",
-                    f.ds_type,
-                    f.blocking_total,
-                    f.blocking_senders
-                        .iter()
-                        .take(5)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })
-            .collect();
-        if blocked_flips.is_empty() {
-            conditions::set_condition(
-                &mut st.conditions,
-                ctypes::BLOCKED,
-                cstatus::FALSE,
-                reasons::PLAN_ACCEPTED,
-                "",
-                None,
-                Time(now),
-            );
-        } else {
-            conditions::set_condition(
-                &mut st.conditions,
-                ctypes::BLOCKED,
-                cstatus::TRUE,
-                reasons::FLIP_WAITING_FOR_SENDERS,
-                format!(
-                    "legacy flips wait for uncovered senders: {}",
-                    blocked_flips.join("; ")
                 ),
-                None,
-                Time(now),
-            );
-        }
+            }
+        };
+        conditions::set_condition(
+            &mut st.conditions,
+            ctypes::PROGRESSING,
+            cstatus::TRUE,
+            reason,
+            message,
+            None,
+            Time(now),
+        );
+    }
+    let blocked_flips: Vec<String> = outcome
+        .flips
+        .iter()
+        .filter(|f| !f.flipped && f.never.is_none() && !f.ready)
+        .map(|f| {
+            format!(
+                "{} (blocked by {} sender(s), e.g. {})",
+                f.ds_type,
+                f.blocking_total,
+                f.blocking_senders
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect();
+    if blocked_flips.is_empty() {
+        conditions::set_condition(
+            &mut st.conditions,
+            ctypes::BLOCKED,
+            cstatus::FALSE,
+            reasons::PLAN_ACCEPTED,
+            "",
+            None,
+            Time(now),
+        );
+    } else {
+        conditions::set_condition(
+            &mut st.conditions,
+            ctypes::BLOCKED,
+            cstatus::TRUE,
+            reasons::FLIP_WAITING_FOR_SENDERS,
+            format!(
+                "legacy flips wait for uncovered senders: {}",
+                blocked_flips.join("; ")
+            ),
+            None,
+            Time(now),
+        );
     }
 }
 
@@ -1384,6 +1411,10 @@ fn set_plan_phase(
 ) {
     let st = plan.status.get_or_insert_with(Default::default);
     st.phase = Some(phase);
+    if phase == PlanPhase::Completed {
+        // No wave is worked on or waited on any more.
+        st.current_wave = None;
+    }
     let (ready, progressing) = match phase {
         PlanPhase::Completed => (cstatus::TRUE, cstatus::FALSE),
         _ => (cstatus::FALSE, cstatus::FALSE),
@@ -1406,6 +1437,80 @@ fn set_plan_phase(
         None,
         Time(now),
     );
+}
+
+/// The spec's waves with the planner's verdict and the engine's progress of each.
+fn wave_views<'a>(
+    spec: &'a crate::api::MigrationPlanSpec,
+    outcome: &'a PlanOutcome,
+    prec: &PlanRecord,
+) -> Vec<WaveView<'a>> {
+    outcome
+        .waves
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let def = spec.rollout.waves.get(i);
+            let gates = def.and_then(|d| d.gates.as_ref());
+            let rec = prec.waves.get(i);
+            WaveView {
+                name: &w.name,
+                admitted: w.admitted,
+                gate_passed: w.gate_passed,
+                finished_at: rec.and_then(|r| r.finished_at),
+                soak_secs: def.map_or(0, soak_secs),
+                manual_approval: gates.is_some_and(|g| g.manual_approval),
+                approved: rec.is_some_and(|r| r.approved),
+                min_success_ratio: gates.and_then(|g| g.min_success_ratio),
+            }
+        })
+        .collect()
+}
+
+/// The plan's machines (the planner's, blocked ones included) as the status counts them: each
+/// with its record's step (`Pending` before its first record) and agents.
+fn machine_views<'a>(
+    outcome: &'a PlanOutcome,
+    records: &'a BTreeMap<String, MachineRecord>,
+    catalog: &Catalog,
+) -> Vec<MachineView<'a>> {
+    outcome
+        .machines
+        .iter()
+        .map(|d| {
+            let rec = records.get(&d.key);
+            MachineView {
+                wave: d
+                    .wave
+                    .and_then(|w| outcome.waves.get(w))
+                    .map_or("", |w| w.name.as_str()),
+                step: rec.map_or(MachineStep::Pending, MachineRecord::step),
+                agents: rec
+                    .and_then(|r| r.object.status.as_ref())
+                    .and_then(|s| s.agents.as_deref()),
+                keeps_legacy_unsupported: matches!(d.lane, crate::plan::Lane::KeepLegacy(_))
+                    && d.assignments.iter().any(|a| {
+                        a.target == Agent::Legacy && !catalog.row(a.ds_type).ama.is_supported()
+                    }),
+            }
+        })
+        .collect()
+}
+
+fn out_of_scope(outcome: &PlanOutcome) -> u32 {
+    u32::try_from(outcome.out_of_scope_senders.len()).unwrap_or(u32::MAX)
+}
+
+/// The status counts of the plan's machines as their records stand.
+fn counts(
+    outcome: &PlanOutcome,
+    records: &BTreeMap<String, MachineRecord>,
+    catalog: &Catalog,
+) -> status::Tally {
+    status::tally(
+        &machine_views(outcome, records, catalog),
+        out_of_scope(outcome),
+    )
 }
 
 /// Waves whose machines finished and whose soak is over, that wait for a manual approval.
@@ -1733,4 +1838,215 @@ fn machine_finished(d: &MachineDecision) -> bool {
                 a.desired_now == Agent::Legacy
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Lane, WavePlan};
+
+    const NOW: i64 = 1_750_000_000;
+
+    fn plan(waves: serde_json::Value) -> MigrationPlan {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "amamigrator.io/v1alpha1",
+            "kind": "MigrationPlan",
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {
+                "workspace": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.OperationalInsights/workspaces/ws",
+                "location": "westeurope",
+                "dataSources": [{"name": "sec", "type": "WindowsSecurityEvents", "agent": "AMA"}],
+                "rollout": {"waves": waves},
+            },
+        }))
+        .unwrap_or_else(|e| panic!("test plan: {e}"))
+    }
+
+    fn key(i: usize) -> String {
+        format!(
+            "/subscriptions/s/resourcegroups/rg/providers/microsoft.compute/virtualmachines/vm{i}"
+        )
+    }
+
+    /// `n` machines of wave `wave`, none of which the planner counts as done.
+    fn decisions(n: usize, wave: usize) -> Vec<MachineDecision> {
+        (0..n)
+            .map(|i| MachineDecision {
+                index: i,
+                key: key(i),
+                os: Some(OsFamily::Windows),
+                risk: crate::api::plan::Risk::Low,
+                wave: Some(wave),
+                lane: Lane::NoLegacy,
+                blocked: Vec::new(),
+                assignments: Vec::new(),
+                actions: Vec::new(),
+                may_proceed: true,
+                done: false,
+            })
+            .collect()
+    }
+
+    fn outcome(machines: Vec<MachineDecision>, waves: Vec<WavePlan>) -> PlanOutcome {
+        PlanOutcome {
+            errors: Vec::new(),
+            machines,
+            waves,
+            flips: Vec::new(),
+            plan_actions: Vec::new(),
+            windows: Vec::new(),
+            dcrs: Vec::new(),
+            out_of_scope_senders: vec!["onprem-1".into()],
+            warnings: Vec::new(),
+            held_by_window: false,
+        }
+    }
+
+    fn records(
+        plan: &MigrationPlan,
+        o: &PlanOutcome,
+        step: MachineStep,
+    ) -> BTreeMap<String, MachineRecord> {
+        o.machines
+            .iter()
+            .map(|d| {
+                let spec = MachineMigrationSpec {
+                    plan: "p".into(),
+                    machine_id: d.key.clone(),
+                    os: OsFamily::Windows,
+                    kind: MachineKind::AzureVM,
+                    wave: d
+                        .wave
+                        .and_then(|w| o.waves.get(w))
+                        .map(|w| w.name.clone())
+                        .unwrap_or_default(),
+                    risk: d.risk,
+                    data_sources: Vec::new(),
+                    may_proceed: true,
+                };
+                let mut r = MachineRecord::new(plan, spec);
+                r.set_step(step, ts(NOW));
+                r.status_mut().agents = Some("AMA".into());
+                (d.key.clone(), r)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_completed_wave_counts_its_machines_records_not_the_planners_done() {
+        let mut p = plan(serde_json::json!([{"name": "broad", "maxRisk": "High"}]));
+        // The planner calls 4 of 10 done; the records say all 10 are Done (the engine's
+        // `machine_finished` is wider than the planner's `done`).
+        let o = outcome(
+            decisions(10, 0),
+            vec![WavePlan {
+                name: "broad".into(),
+                members: 10,
+                done: 4,
+                admitted: true,
+                gate_passed: true,
+                ..WavePlan::default()
+            }],
+        );
+        let recs = records(&p, &o, MachineStep::Done);
+        let prec = PlanRecord {
+            waves: vec![WaveRecord {
+                finished_at: Some(NOW - 60),
+                ..WaveRecord::default()
+            }],
+            ..PlanRecord::default()
+        };
+        update_plan_status(&mut p, &o, &recs, &Catalog::builtin(), &prec, ts(NOW));
+        let st = p.status.clone().unwrap_or_default();
+        let w = &st.waves[0];
+        assert_eq!(w.phase, WavePhase::Completed);
+        assert_eq!((w.total, w.done, w.in_progress, w.failed), (10, 10, 0, 0));
+        let summary = st.summary.clone().unwrap_or_default();
+        assert_eq!(
+            (summary.total, summary.done, summary.ama_only),
+            (10, 10, 10)
+        );
+        assert_eq!(summary.out_of_scope_senders, 1);
+        // Every wave passed and the plan is not completed yet: the last wave stays current.
+        assert_eq!(st.current_wave.as_deref(), Some("broad"));
+        set_plan_phase(
+            &mut p,
+            PlanPhase::Completed,
+            reasons::COMPLETED,
+            String::new(),
+            ts(NOW),
+        );
+        let st = p.status.clone().unwrap_or_default();
+        assert_eq!(st.current_wave, None);
+        assert_eq!(st.summary.map(|s| s.done), Some(10));
+    }
+
+    #[test]
+    fn an_empty_wave_soaking_is_the_current_wave() {
+        let mut p = plan(serde_json::json!([
+            {"name": "canary", "maxRisk": "Low"},
+            {"name": "empty", "maxRisk": "Low", "soak": "1h", "gates": {"manualApproval": true}},
+            {"name": "broad", "maxRisk": "High"},
+        ]));
+        let wave = |name: &str, admitted: bool, gate_passed: bool| WavePlan {
+            name: name.into(),
+            admitted,
+            gate_passed,
+            ..WavePlan::default()
+        };
+        let o = outcome(
+            decisions(3, 0),
+            vec![
+                wave("canary", true, true),
+                wave("empty", true, false),
+                wave("broad", false, false),
+            ],
+        );
+        let recs = records(&p, &o, MachineStep::Done);
+        let finished = |at: i64| PlanRecord {
+            waves: vec![
+                WaveRecord {
+                    finished_at: Some(NOW - 7_200),
+                    ..WaveRecord::default()
+                },
+                WaveRecord {
+                    finished_at: Some(at),
+                    ..WaveRecord::default()
+                },
+                WaveRecord::default(),
+            ],
+            ..PlanRecord::default()
+        };
+        update_plan_status(
+            &mut p,
+            &o,
+            &recs,
+            &Catalog::builtin(),
+            &finished(NOW - 60),
+            ts(NOW),
+        );
+        let st = p.status.clone().unwrap_or_default();
+        assert_eq!(st.current_wave.as_deref(), Some("empty"));
+        assert_eq!(st.waves[1].phase, WavePhase::Soaking);
+        assert_eq!(st.waves[1].total, 0);
+        let progressing = conditions::find(&st.conditions, ctypes::PROGRESSING).cloned();
+        assert_eq!(
+            progressing.map(|c| c.reason),
+            Some(reasons::SOAKING.to_string())
+        );
+        // The soak is over; the wave waits for a person and is still the one the plan is on.
+        update_plan_status(
+            &mut p,
+            &o,
+            &recs,
+            &Catalog::builtin(),
+            &finished(NOW - 3_700),
+            ts(NOW),
+        );
+        let st = p.status.clone().unwrap_or_default();
+        assert_eq!(st.current_wave.as_deref(), Some("empty"));
+        assert_eq!(st.waves[1].phase, WavePhase::AwaitingApproval);
+        assert_eq!(st.waves[2].phase, WavePhase::Pending);
+        assert_eq!(st.summary.map(|s| (s.total, s.done)), Some((3, 3)));
+    }
 }
