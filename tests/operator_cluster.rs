@@ -170,7 +170,18 @@ async fn the_example_plan_reaches_ready(path: &OsStr) {
         .await
         .unwrap();
     let start = Instant::now();
+    // What `kubectl get migrationplan` showed in the WAVE column while the plan ran.
+    let mut waves_shown = std::collections::BTreeSet::new();
+    let plans_path = format!("/apis/amamigrator.io/v1alpha1/namespaces/{ns}/migrationplans");
     let result = loop {
+        let (columns, rows) = table(&client, &plans_path).await;
+        if let (Some(w), Some((_, cells))) = (
+            columns.iter().position(|c| c == "Wave"),
+            rows.iter().find(|(n, _)| *n == name),
+        ) && let Some(wave) = cells[w].as_str().filter(|w| !w.is_empty())
+        {
+            waves_shown.insert(wave.to_string());
+        }
         let p = plans.get(&name).await.unwrap();
         let ready = p.status.as_ref().is_some_and(|s| {
             s.conditions
@@ -187,7 +198,24 @@ async fn the_example_plan_reaches_ready(path: &OsStr) {
                 p.status
             ));
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let declared: Vec<&str> = plan
+        .spec
+        .rollout
+        .waves
+        .iter()
+        .map(|w| w.name.as_str())
+        .collect();
+    println!("WAVE column while running: {waves_shown:?}");
+    let waves_ok = if waves_shown.is_empty() {
+        Err("the WAVE column was blank throughout the migration".to_string())
+    } else if let Some(w) = waves_shown.iter().find(|w| !declared.contains(&w.as_str())) {
+        Err(format!(
+            "the WAVE column showed {w}, not a wave of the plan ({declared:?})"
+        ))
+    } else {
+        Ok(())
     };
 
     // `kubectl get` of both kinds, as the API server renders it from the printer columns.
@@ -208,6 +236,7 @@ async fn the_example_plan_reaches_ready(path: &OsStr) {
     let _ = tokio::time::timeout(Duration::from_secs(30), controllers).await;
     let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
     result.unwrap();
+    waves_ok.unwrap();
     columns.unwrap();
     // The namespace controller empties and removes the namespace.
     let start = Instant::now();
@@ -263,8 +292,8 @@ async fn table(
     (names, rows)
 }
 
-/// The plan's DONE/TOTAL/PHASE/WAVE columns agree with its MachineMigrations, and every machine
-/// row shows its plan, wave, step and agents.
+/// At completion, the plan's DONE/TOTAL/PHASE columns agree with its MachineMigrations and WAVE
+/// is blank (no wave is current), and every machine row shows its plan, wave, step and agents.
 async fn printer_columns_match_the_machines(
     client: &kube::Client,
     ns: &str,
@@ -334,8 +363,8 @@ async fn printer_columns_match_the_machines(
     if cells[col("Phase")?] != "Completed" {
         return Err(format!("PHASE {}", cells[col("Phase")?]));
     }
-    if cells[col("Wave")?].as_str().is_none_or(str::is_empty) {
-        return Err(format!("WAVE is blank: {cells:?}"));
+    if !cells[col("Wave")?].as_str().is_none_or(str::is_empty) {
+        return Err(format!("WAVE names a wave of a Completed plan: {cells:?}"));
     }
     Ok(())
 }
