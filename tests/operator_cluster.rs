@@ -23,7 +23,7 @@ use ama_migrator::operator::metrics::Metrics;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use operator_support::{SimClock, simulation};
+use operator_support::{SimClock, simulation_at};
 
 const ENV: &str = "AMA_MIGRATOR_TEST_KUBECONFIG";
 
@@ -100,7 +100,11 @@ async fn the_example_plan_reaches_ready(path: &OsStr) {
         .await
         .unwrap();
 
-    let mut simulation = simulation(12).await;
+    // At 1000x, with the example's soaks and parity window a quarter as long: the ledger judges
+    // overlap minutes against the example's `maxOverlap: 1h`, and at 3000x every 20 ms the engine
+    // spends on API-server round trips between an association and the flip was a simulated minute
+    // (90 duplicate minutes seen on a real API server, from a 1.7 s real delay).
+    let mut simulation = simulation_at(12, 1000.0).await;
     // examples/plan.yaml, pointed at the simulator's workspace, subscriptions and location.
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/plan.yaml"))
         .unwrap();
@@ -112,6 +116,21 @@ async fn the_example_plan_reaches_ready(path: &OsStr) {
     plan.spec.workspace_customer_id = sim_plan.spec.workspace_customer_id.clone();
     plan.spec.test_workspace = sim_plan.spec.test_workspace.clone();
     plan.spec.scope = sim_plan.spec.scope.clone();
+    // A quarter of the example's soaks and parity window (see the time scale above).
+    let quarter = |d: &mut Option<String>| {
+        if let Some(hours) = d
+            .as_deref()
+            .and_then(|v| v.strip_suffix('h')?.parse::<u64>().ok())
+        {
+            *d = Some(format!("{}m", hours * 60 / 4));
+        }
+    };
+    for wave in &mut plan.spec.rollout.waves {
+        quarter(&mut wave.soak);
+        if let Some(gates) = wave.gates.as_mut() {
+            quarter(&mut gates.parity_window);
+        }
+    }
     // The simulator's workspace collects syslog facility `user`, which carries Linux Sysmon too:
     // the plan is refused until Linux Sysmon moves with syslog (`SharedLegacyStream`).
     plan.spec.data_sources.extend(

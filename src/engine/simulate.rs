@@ -456,7 +456,10 @@ impl Simulation {
             if over > 0 {
                 violations += over;
                 if examples.len() < 20 {
-                    examples.push(format!("{}/{}: {over} min", p.machine, p.data_source));
+                    examples.push(format!(
+                        "{}/{}: {over} min ({d} duplicate, {g} gap)",
+                        p.machine, p.data_source
+                    ));
                 }
             }
         }

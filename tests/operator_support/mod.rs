@@ -107,10 +107,17 @@ impl Controllers {
 
 /// The simulator with `machines` machines at 3000x, and the built-in plan for it.
 pub async fn simulation(machines: usize) -> Simulation {
+    simulation_at(machines, 3000.0).await
+}
+
+/// [`simulation`] at `time_scale` (one real second is `time_scale / 60` simulated minutes: a test
+/// that judges overlap minutes against a plan's bounds must leave the API server's latency few of
+/// them).
+pub async fn simulation_at(machines: usize, time_scale: f64) -> Simulation {
     Simulation::start(ama_migrator::engine::SimulateOptions {
         scenario: ama_migrator::sim::Scenario {
             machines,
-            time_scale: 3000.0,
+            time_scale,
             ..ama_migrator::sim::Scenario::default()
         },
         ..ama_migrator::engine::SimulateOptions::default()
