@@ -189,6 +189,40 @@ async fn replica(
     (client, ctx, config)
 }
 
+/// A replica running `leader::lead` as `identity`: its health, the stop signal, the task.
+struct Replica {
+    health: Arc<Health>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<Outcome, leader::LeaderError>>,
+}
+
+async fn start_replica(ops: &operator_support::Cluster, identity: &str) -> Replica {
+    let (client, ctx, config) = replica(ops, identity).await;
+    let health = Arc::new(Health::default());
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let h = health.clone();
+    let task = tokio::spawn(async move {
+        leader::lead(client, &config, ctx, h, async move {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    Replica { health, stop, task }
+}
+
+impl Replica {
+    /// Stops it (as on SIGTERM) and asserts it shut down cleanly.
+    async fn shut_down(self) {
+        let _ = self.stop.send(());
+        let outcome = tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcome, Outcome::Shutdown);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_two_replicas_leads_and_a_released_lease_passes_to_the_standby() {
     let _ = tracing_subscriber::fmt()
@@ -200,16 +234,8 @@ async fn one_of_two_replicas_leads_and_a_released_lease_passes_to_the_standby() 
     };
     cp.cluster("team-a");
     let ops = cp.cluster("ops");
-    let (client_a, ctx_a, config_a) = replica(&ops, "replica-a").await;
-    let health_a = Arc::new(Health::default());
-    let (stop_a, stop_a_rx) = tokio::sync::oneshot::channel::<()>();
-    let ha = health_a.clone();
-    let a = tokio::spawn(async move {
-        leader::lead(client_a, &config_a, ctx_a, ha, async move {
-            let _ = stop_a_rx.await;
-        })
-        .await
-    });
+    let a = start_replica(&ops, "replica-a").await;
+    let health_a = a.health.clone();
     wait_for_state(
         &health_a,
         LeaderState::Leading {
@@ -219,16 +245,8 @@ async fn one_of_two_replicas_leads_and_a_released_lease_passes_to_the_standby() 
     )
     .await;
 
-    let (client_b, ctx_b, config_b) = replica(&ops, "replica-b").await;
-    let health_b = Arc::new(Health::default());
-    let (stop_b, stop_b_rx) = tokio::sync::oneshot::channel::<()>();
-    let hb = health_b.clone();
-    let b = tokio::spawn(async move {
-        leader::lead(client_b, &config_b, ctx_b, hb, async move {
-            let _ = stop_b_rx.await;
-        })
-        .await
-    });
+    let b = start_replica(&ops, "replica-b").await;
+    let health_b = b.health.clone();
     wait_for_state(&health_b, LeaderState::Standby, Duration::from_secs(10)).await;
     // Longer than the renewal period: the leader renews, the standby stays a standby.
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -239,13 +257,7 @@ async fn one_of_two_replicas_leads_and_a_released_lease_passes_to_the_standby() 
     assert_eq!(lease["spec"]["holderIdentity"], "replica-a", "{lease:#}");
 
     // SIGTERM on the leader: it stops its controllers and releases; the standby takes over.
-    let _ = stop_a.send(());
-    let outcome = tokio::time::timeout(Duration::from_secs(15), a)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(outcome, Outcome::Shutdown);
+    a.shut_down().await;
     let released = Instant::now();
     assert_eq!(health_a.get(), LeaderState::Unknown);
     // Taken within ~2 s of the release (the Lease lasts 15 s), plus the caches' sync.
@@ -281,25 +293,11 @@ async fn one_of_two_replicas_leads_and_a_released_lease_passes_to_the_standby() 
     let before = ops
         .object("/apis/coordination.k8s.io/v1/leases", "ama-migrator")
         .unwrap();
-    let (client_c, ctx_c, config_c) = replica(&ops, "replica-c").await;
-    let health_c = Arc::new(Health::default());
-    let (stop_c, stop_c_rx) = tokio::sync::oneshot::channel::<()>();
-    let hc = health_c.clone();
-    let c = tokio::spawn(async move {
-        leader::lead(client_c, &config_c, ctx_c, hc, async move {
-            let _ = stop_c_rx.await;
-        })
-        .await
-    });
+    let c = start_replica(&ops, "replica-c").await;
+    let health_c = c.health.clone();
     wait_for_state(&health_c, LeaderState::Standby, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let _ = stop_c.send(());
-    let outcome = tokio::time::timeout(Duration::from_secs(15), c)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(outcome, Outcome::Shutdown);
+    c.shut_down().await;
     let lease = ops
         .object("/apis/coordination.k8s.io/v1/leases", "ama-migrator")
         .unwrap();
@@ -311,13 +309,7 @@ async fn one_of_two_replicas_leads_and_a_released_lease_passes_to_the_standby() 
         );
     }
 
-    let _ = stop_b.send(());
-    let outcome = tokio::time::timeout(Duration::from_secs(15), b)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(outcome, Outcome::Shutdown);
+    b.shut_down().await;
 
     // An empty holder with a fresh renewal (as client-go's release leaves it) is free too: a
     // replica starting now leads at once, not a Lease duration later.
@@ -335,17 +327,9 @@ async fn one_of_two_replicas_leads_and_a_released_lease_passes_to_the_standby() 
         }})),
     );
     assert_eq!(status, 200, "{answer:#}");
-    let (client_d, ctx_d, config_d) = replica(&ops, "replica-d").await;
-    let health_d = Arc::new(Health::default());
-    let (stop_d, stop_d_rx) = tokio::sync::oneshot::channel::<()>();
-    let hd = health_d.clone();
     let started = Instant::now();
-    let d = tokio::spawn(async move {
-        leader::lead(client_d, &config_d, ctx_d, hd, async move {
-            let _ = stop_d_rx.await;
-        })
-        .await
-    });
+    let d = start_replica(&ops, "replica-d").await;
+    let health_d = d.health.clone();
     while !matches!(health_d.get(), LeaderState::Leading { .. }) {
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -354,13 +338,7 @@ async fn one_of_two_replicas_leads_and_a_released_lease_passes_to_the_standby() 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = stop_d.send(());
-    let outcome = tokio::time::timeout(Duration::from_secs(15), d)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(outcome, Outcome::Shutdown);
+    d.shut_down().await;
 }
 
 #[test]

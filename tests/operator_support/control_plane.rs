@@ -404,8 +404,13 @@ impl ControlPlane {
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();
+                // Headers to a file (for the Warning lines), the body to stdout (for a refusal's
+                // message).
+                let header_file = self.dir.join("apply-headers.txt");
                 let out = Command::new("curl")
-                    .args(["-s", "--max-time", "30", "-D", "-", "-o", "/dev/null", "-X", "PATCH"])
+                    .args(["-s", "--max-time", "30", "-X", "PATCH"])
+                    .arg("-D")
+                    .arg(&header_file)
                     .arg("--cacert")
                     .arg(&ca)
                     .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
@@ -418,7 +423,7 @@ impl ControlPlane {
                     ))
                     .output()
                     .map_err(|e| Unavailable(format!("curl: {e}")))?;
-                let headers = String::from_utf8_lossy(&out.stdout).into_owned();
+                let headers = std::fs::read_to_string(&header_file).unwrap_or_default();
                 let status_line = headers.lines().next().unwrap_or_default().to_owned();
                 warnings.extend(
                     headers
@@ -427,21 +432,6 @@ impl ControlPlane {
                         .map(|l| format!("{}: {}", file.display(), l.trim())),
                 );
                 if !status_line.contains(" 200") && !status_line.contains(" 201") {
-                    // The refusal's message: apply once more, keeping the body.
-                    let out = Command::new("curl")
-                        .args(["-s", "--max-time", "30", "-X", "PATCH"])
-                        .arg("--cacert")
-                        .arg(&ca)
-                        .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
-                        .args(["-H", "Content-Type: application/apply-patch+yaml"])
-                        .arg("--data-binary")
-                        .arg(format!("@{}", file.display()))
-                        .arg(format!(
-                            "{}/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}?fieldManager=ama-migrator-test&force=true",
-                            self.server
-                        ))
-                        .output()
-                        .map_err(|e| Unavailable(format!("curl: {e}")))?;
                     return Err(Unavailable(format!(
                         "the API server refused {} ({status_line}): {}",
                         file.display(),
@@ -671,7 +661,7 @@ impl Cluster {
         cmd.args([
             "-s",
             "--max-time",
-            "10",
+            "30",
             "-w",
             "\n%{http_code}",
             "-X",
@@ -690,13 +680,20 @@ impl Cluster {
             .expect("curl runs");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let Some((body, code)) = text.rsplit_once('\n') else {
-            return (0, serde_json::Value::Null);
+            return (
+                0,
+                serde_json::Value::from(format!(
+                    "curl failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                )),
+            );
         };
         let code = code.trim().parse().unwrap_or(0);
-        (
-            code,
-            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-        )
+        // A body that is not JSON (a proxy's or a timeout's text) is kept as a string.
+        let body =
+            serde_json::from_str(body).unwrap_or_else(|_| serde_json::Value::from(body.to_owned()));
+        (code, body)
     }
 
     /// `/apis/g/v/plural` (or `/api/v1/plural`) in this cluster's namespace.
