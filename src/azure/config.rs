@@ -40,12 +40,34 @@ impl Endpoints {
         }
     }
 
+    /// The same endpoints in the form the client expects: the Log Analytics endpoint is the
+    /// service root, so a trailing `/v1` (as `ama-migrator simulator` prints it, or as the query
+    /// API's URLs read) is dropped — the client appends `/v1/workspaces/...` itself.
+    pub fn normalized(mut self) -> Self {
+        self.log_analytics = normalize_log_analytics(self.log_analytics);
+        self
+    }
+
     /// The first endpoint that is not loopback, if any.
     pub fn first_remote(&self) -> Option<(&'static str, &Url)> {
         [("arm", &self.arm), ("log_analytics", &self.log_analytics)]
             .into_iter()
             .find(|(_, u)| !is_loopback(u))
     }
+}
+
+/// A Log Analytics endpoint with or without a trailing `/v1` (or `/v1/`) → its service root
+/// ending in `/`: `https://api.loganalytics.io/v1` → `https://api.loganalytics.io/`.
+pub fn normalize_log_analytics(mut url: Url) -> Url {
+    let path = url.path().trim_end_matches('/');
+    let root = if path.len() >= 3 && path[path.len() - 3..].eq_ignore_ascii_case("/v1") {
+        &path[..path.len() - 3]
+    } else {
+        path
+    };
+    let root = format!("{root}/");
+    url.set_path(&root);
+    url
 }
 
 /// True for `127.0.0.0/8`, `::1` and `localhost`.
@@ -214,7 +236,7 @@ pub struct ClientConfig {
 impl ClientConfig {
     pub fn new(endpoints: Endpoints, credential: CredentialConfig) -> Self {
         Self {
-            endpoints,
+            endpoints: endpoints.normalized(),
             credential,
             budget: BudgetConfig::default(),
             retry: RetryPolicy::default(),
@@ -250,6 +272,43 @@ mod tests {
         assert!(Endpoints::default().first_remote().is_some());
         let local = Endpoints::single(Url::parse("http://127.0.0.1:1/").unwrap());
         assert!(local.first_remote().is_none());
+    }
+
+    #[test]
+    fn log_analytics_endpoint_with_or_without_v1() {
+        for (given, want) in [
+            (
+                "https://api.loganalytics.io/",
+                "https://api.loganalytics.io/",
+            ),
+            (
+                "https://api.loganalytics.io",
+                "https://api.loganalytics.io/",
+            ),
+            (
+                "https://api.loganalytics.io/v1",
+                "https://api.loganalytics.io/",
+            ),
+            (
+                "https://api.loganalytics.io/v1/",
+                "https://api.loganalytics.io/",
+            ),
+            ("http://127.0.0.1:8787/v1", "http://127.0.0.1:8787/"),
+            ("http://proxy.example/la/V1/", "http://proxy.example/la/"),
+            ("http://proxy.example/la", "http://proxy.example/la/"),
+            ("http://proxy.example/v10", "http://proxy.example/v10/"),
+        ] {
+            let got = normalize_log_analytics(Url::parse(given).unwrap());
+            assert_eq!(got.as_str(), want, "{given}");
+        }
+        let c = ClientConfig::new(
+            Endpoints {
+                arm: Url::parse("http://127.0.0.1:1/").unwrap(),
+                log_analytics: Url::parse("http://127.0.0.1:1/v1").unwrap(),
+            },
+            CredentialConfig::None,
+        );
+        assert_eq!(c.endpoints.log_analytics.as_str(), "http://127.0.0.1:1/");
     }
 
     #[test]

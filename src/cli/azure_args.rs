@@ -6,14 +6,17 @@ use crate::azure::{ArmClient, ClientConfig, CredentialConfig, CredentialKind, En
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AzureEndpointArgs {
-    /// ARM endpoint (also serves Resource Graph); point it at `ama-migrator simulator` to test.
+    /// ARM endpoint (also serves Resource Graph), e.g. `https://management.azure.com/`; point it
+    /// at `ama-migrator simulator` to test (the "ARM / Resource Graph endpoint" it prints).
     #[arg(
         long,
         env = "AMA_MIGRATOR_ARM_ENDPOINT",
         default_value = "https://management.azure.com/"
     )]
     pub arm_endpoint: url::Url,
-    /// Log Analytics query endpoint.
+    /// Log Analytics query endpoint: the service root, with or without a trailing `/v1`
+    /// (`https://api.loganalytics.io/` and `https://api.loganalytics.io/v1` are the same; paste
+    /// what `ama-migrator simulator` prints, e.g. `http://127.0.0.1:8787/v1`).
     #[arg(
         long,
         env = "AMA_MIGRATOR_LOG_ANALYTICS_ENDPOINT",

@@ -43,6 +43,8 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read the plan {}", args.plan.display()))?;
     let plan = load_plan(&text).with_context(|| format!("in {}", args.plan.display()))?;
     let client = args.azure.client(&args.credential)?;
+    let endpoints = client.config().endpoints.clone();
+    let workspace = plan.spec.workspace.clone();
     let state = StateStore::open(&args.state)
         .with_context(|| format!("cannot open the state file {}", args.state.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -77,7 +79,10 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         if let Some(b) = &bars {
             b.finish();
         }
-        let end = end?;
+        let end = match end {
+            Ok(end) => end,
+            Err(e) => return Ok(engine_failure(&e, &endpoints, &workspace)),
+        };
         println!("{}", serde_json::to_string_pretty(&end)?);
         Ok(match end {
             RunEnd::Completed => ExitCode::SUCCESS,
@@ -86,3 +91,18 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         })
     })
 }
+
+/// An engine error on stderr as the operator reports it (`error: <Reason>: <what failed and what
+/// to do>`); exit status 4.
+pub(crate) fn engine_failure(
+    e: &crate::engine::EngineError,
+    endpoints: &crate::azure::Endpoints,
+    workspace: &str,
+) -> ExitCode {
+    let d = crate::engine::diagnose(e, endpoints, workspace);
+    eprintln!("error: {}: {}", d.reason, d.message);
+    ExitCode::from(ENGINE_FAILED_EXIT)
+}
+
+/// Exit status of `migrate` and `simulate` when the engine stops with an error.
+pub(crate) const ENGINE_FAILED_EXIT: u8 = 4;

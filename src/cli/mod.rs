@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-mod azure_args;
+pub mod azure_args;
 mod crd;
 mod dcr;
 mod migrate;

@@ -82,7 +82,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         if let Some(b) = &bars {
             b.finish();
         }
-        ran?;
+        if let Err(e) = ran {
+            let endpoints = sim.client.config().endpoints.clone();
+            let code = super::migrate::engine_failure(&e, &endpoints, &sim.plan.spec.workspace);
+            sim.shutdown().await;
+            return Ok(code);
+        }
         let report = sim.report();
         if let Some(path) = &args.record_requests {
             std::fs::write(path, request_lines(&sim.request_log()))

@@ -30,6 +30,7 @@
 
 pub mod discover;
 pub mod exec;
+pub mod failure;
 pub mod flip;
 pub mod progress;
 pub mod record;
@@ -41,6 +42,7 @@ pub mod status;
 pub mod verify;
 
 pub use discover::{Discovery, discover};
+pub use failure::{Diagnosis, diagnose};
 pub use rollback::{MachineRollback, RollbackEnd, RollbackScope};
 pub use run::{
     Clock, Engine, EngineOptions, ProgressSink, RunEnd, Snapshot, SystemClock,
@@ -73,6 +75,8 @@ pub enum EngineError {
     Store(StoreError),
     #[error("simulator: {0}")]
     Simulator(String),
+    #[error("spec.scope ({scope}) selects none of the {inventory} machine(s) in the inventory")]
+    NoMachinesInScope { inventory: usize, scope: String },
 }
 
 impl EngineError {

@@ -463,6 +463,18 @@ impl Engine {
                 self.save_plan(&mut plan_obj, &prec, &counts(&outcome, &records, &catalog))?;
                 return Ok(RunEnd::Refused { errors });
             }
+            if !dcrs_ready && outcome.machines.is_empty() {
+                // Nothing to migrate is a mistake in the scope, not a finished plan.
+                return Err(EngineError::NoMachinesInScope {
+                    inventory: disc.inventory.len(),
+                    scope: serde_json::to_string(&spec.scope).unwrap_or_default(),
+                });
+            }
+            if !dcrs_ready && clear_failure_conditions(&mut plan_obj, now) {
+                // Azure answered and the scope has machines: a failure reported by the operator
+                // (`engine::failure`) is over.
+                self.save_plan(&mut plan_obj, &prec, &counts(&outcome, &records, &catalog))?;
+            }
             if !dcrs_ready {
                 dcrs = self.ensure_dcrs(&workspace, &spec, &outcome.dcrs).await?;
                 dcrs_ready = true;
@@ -1401,6 +1413,35 @@ fn update_plan_status(
 
 /// The annotation carrying the test workspace's customer id (for the parity gate).
 pub const TEST_WORKSPACE_ID_ANNOTATION: &str = "amamigrator.io/test-workspace-customer-id";
+
+/// Set `Degraded` / `Blocked` conditions that carry an engine-failure reason
+/// ([`super::failure::ALL_REASONS`]) to `False`; `true` if one was set.
+fn clear_failure_conditions(plan: &mut MigrationPlan, now: Timestamp) -> bool {
+    let Some(st) = plan.status.as_mut() else {
+        return false;
+    };
+    let mut cleared = false;
+    for type_ in [ctypes::DEGRADED, ctypes::BLOCKED] {
+        let failed = st.conditions.iter().any(|c| {
+            c.type_ == type_
+                && c.status == cstatus::TRUE
+                && super::failure::ALL_REASONS.contains(&c.reason.as_str())
+        });
+        if failed {
+            conditions::set_condition(
+                &mut st.conditions,
+                type_,
+                cstatus::FALSE,
+                super::failure::reasons::RECOVERED,
+                "the engine reached Azure again and found machines in scope; migrating",
+                plan.metadata.generation,
+                Time(now),
+            );
+            cleared = true;
+        }
+    }
+    cleared
+}
 
 fn set_plan_phase(
     plan: &mut MigrationPlan,

@@ -26,7 +26,8 @@ use crate::api::machine::{annotations as machine_annotations, labels};
 use crate::api::plan::PlanPhase;
 use crate::api::{MachineMigration, MigrationPlan};
 use crate::azure::ArmClient;
-use crate::engine::{Clock, Engine, EngineOptions, RollbackEnd, RunEnd};
+use crate::engine::failure::Diagnosis;
+use crate::engine::{Clock, Engine, EngineOptions, ProgressSink, RollbackEnd, RunEnd, Snapshot};
 
 use super::credentials::{self, ArmFactory, CredentialCache, CredentialProblem, Resolved};
 use super::metrics::{ControllerLabels, ErrorLabels, Metrics};
@@ -71,6 +72,52 @@ impl Error {
     }
 }
 
+/// A plan's engine failures in a row.
+#[derive(Clone, Debug, Default)]
+struct FailureRecord {
+    count: u32,
+    /// The message of the last Warning event published.
+    published: Option<String>,
+}
+
+/// Notices an engine's first pass after a failure (Azure answered, machines in scope): the
+/// backoff is reset and one Normal event says so. Chains the configured sink, if any.
+struct RecoverySink {
+    ctx: Arc<Context>,
+    plan: Arc<MigrationPlan>,
+    seen: AtomicBool,
+    inner: Option<Arc<dyn ProgressSink>>,
+}
+
+impl ProgressSink for RecoverySink {
+    fn update(&self, snapshot: &Snapshot) {
+        if let Some(inner) = &self.inner {
+            inner.update(snapshot);
+        }
+        if self.seen.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let key = key_of(self.plan.as_ref());
+        let Some(was) = self.ctx.failures().remove(&key) else {
+            return;
+        };
+        tracing::info!(namespace = %key.0, plan = %key.1, failures = was.count, "plan engine recovered");
+        let (ctx, plan) = (self.ctx.clone(), self.plan.clone());
+        tokio::spawn(async move {
+            ctx.publish(
+                &plan,
+                EventType::Normal,
+                crate::engine::failure::reasons::RECOVERED,
+                format!(
+                    "the engine runs again after {} failure(s); the Degraded/Blocked condition is cleared",
+                    was.count
+                ),
+            )
+            .await;
+        });
+    }
+}
+
 /// What an engine task was started with; a difference restarts it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct RunConfig {
@@ -87,7 +134,7 @@ struct Runner {
     config: RunConfig,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
-    end: Arc<Mutex<Option<Result<RunEnd, String>>>>,
+    end: Arc<Mutex<Option<Result<RunEnd, Diagnosis>>>>,
     /// Steering annotations of each machine when the engine loaded them.
     steering: HashMap<String, (bool, Option<String>, bool)>,
     started: Instant,
@@ -105,7 +152,14 @@ pub struct Context {
     pub engine_options: EngineOptions,
     /// Wait before restarting an engine that stalled or failed.
     pub restart_after: Duration,
+    /// First wait before restarting an engine that ended with an error; it doubles with every
+    /// failure in a row up to `failure_backoff_max`.
+    pub failure_backoff: Duration,
+    pub failure_backoff_max: Duration,
     runners: Mutex<HashMap<(String, String), Runner>>,
+    /// Engine failures in a row per plan, with the last message published (one Warning event
+    /// per distinct message, not one per retry).
+    failures: Mutex<HashMap<(String, String), FailureRecord>>,
     epochs: Mutex<HashMap<(String, String), u64>>,
     /// An engine ended or a person steered a machine: re-reconcile every plan. A broadcast, so
     /// the controllers can be started again after a pause in leadership.
@@ -149,7 +203,10 @@ impl Context {
             clock,
             engine_options,
             restart_after: Duration::from_secs(60),
+            failure_backoff: Duration::from_secs(10),
+            failure_backoff_max: Duration::from_secs(300),
             runners: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
             epochs: Mutex::new(HashMap::new()),
             plan_trigger: tx,
             watch_namespaces: Vec::new(),
@@ -201,6 +258,18 @@ impl Context {
 
     fn runners(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Runner>> {
         self.runners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), FailureRecord>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The wait before restarting a plan's engine after its `count`-th failure in a row.
+    fn failure_backoff(&self, count: u32) -> Duration {
+        let doubled = self
+            .failure_backoff
+            .saturating_mul(1u32 << count.saturating_sub(1).min(16));
+        doubled.min(self.failure_backoff_max)
     }
 
     fn epoch(&self, key: &(String, String)) -> u64 {
@@ -435,6 +504,14 @@ async fn apply_plan(plan: Arc<MigrationPlan>, ctx: Arc<Context>) -> Result<Actio
                 .await?;
                 return Ok(Action::await_change());
             }
+            Some((Err(diagnosis), age)) => {
+                engine_failed(&ctx, &plan, &diagnosis).await?;
+                let count = ctx.failures().get(&key).map_or(1, |f| f.count);
+                let wait = ctx.failure_backoff(count);
+                if age < wait {
+                    return Ok(Action::requeue(wait - age));
+                }
+            }
             Some((_, age)) if age < ctx.restart_after => {
                 return Ok(Action::requeue(ctx.restart_after - age));
             }
@@ -457,6 +534,45 @@ async fn apply_plan(plan: Arc<MigrationPlan>, ctx: Arc<Context>) -> Result<Actio
         .await;
     }
     Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+/// A plan's engine ended with an error: `phase`, `Ready=False`, `Progressing=False` and
+/// `Degraded=True` (or `Blocked=True` where a person must act) with the diagnosis' reason and
+/// message. The engine itself sets the condition back to `False` (`EngineRecovered`) once it
+/// gets through discovery again.
+async fn engine_failed(ctx: &Context, plan: &MigrationPlan, d: &Diagnosis) -> Result<(), Error> {
+    let (type_, phase) = if d.blocking {
+        (ctypes::BLOCKED, PlanPhase::Blocked)
+    } else {
+        (ctypes::DEGRADED, PlanPhase::Failed)
+    };
+    patch_plan_status(ctx, plan, |s| {
+        s.phase = Some(phase);
+        for (t, status, message) in [
+            (type_, cstatus::TRUE, d.message.as_str()),
+            (
+                ctypes::READY,
+                cstatus::FALSE,
+                "the engine stopped with an error (see the Degraded or Blocked condition); it is retried with backoff",
+            ),
+            (
+                ctypes::PROGRESSING,
+                cstatus::FALSE,
+                "the engine stopped with an error; it is retried with backoff",
+            ),
+        ] {
+            conditions::set_condition(
+                &mut s.conditions,
+                t,
+                status,
+                d.reason,
+                message,
+                plan.metadata.generation,
+                now(),
+            );
+        }
+    })
+    .await
 }
 
 /// The plan names credentials that cannot be used: stop its engine (it must not go on acting
@@ -567,7 +683,14 @@ async fn start_runner(
     .with_publisher(ctx.publisher.clone());
     let mut options = ctx.engine_options.clone();
     options.approvals.extend(config.approvals.iter().cloned());
-    let engine = Engine::new(arm, Arc::new(state), ctx.clock.clone(), options);
+    let endpoints = arm.config().endpoints.clone();
+    let mut engine = Engine::new(arm, Arc::new(state), ctx.clock.clone(), options);
+    engine.progress = Some(Arc::new(RecoverySink {
+        ctx: ctx.clone(),
+        plan: plan.clone(),
+        seen: AtomicBool::new(false),
+        inner: engine.progress.take(),
+    }));
     let stop = engine.stop.clone();
     let end = Arc::new(Mutex::new(None));
     let steering_now = machine_steering(ctx, &key).await;
@@ -578,7 +701,7 @@ async fn start_runner(
         let result = engine
             .run((*task_plan).clone())
             .await
-            .map_err(|e| e.to_string());
+            .map_err(|e| crate::engine::diagnose(&e, &endpoints, &task_plan.spec.workspace));
         match &result {
             Ok(RunEnd::Completed) => {
                 task_ctx
@@ -606,10 +729,31 @@ async fn start_runner(
                     .await
             }
             Ok(RunEnd::Stopped) => {}
-            Err(e) => {
-                task_ctx
-                    .publish(&task_plan, EventType::Warning, "EngineFailed", e.clone())
-                    .await
+            Err(d) => {
+                let key = key_of(task_plan.as_ref());
+                let (count, new_message) = {
+                    let mut failures = task_ctx.failures();
+                    let f = failures.entry(key.clone()).or_default();
+                    f.count = f.count.saturating_add(1);
+                    let new_message = f.published.as_deref() != Some(d.message.as_str());
+                    f.published = Some(d.message.clone());
+                    (f.count, new_message)
+                };
+                let retry_in = task_ctx.failure_backoff(count);
+                tracing::error!(
+                    namespace = %key.0,
+                    plan = %key.1,
+                    reason = d.reason,
+                    failures = count,
+                    retry_in_seconds = retry_in.as_secs(),
+                    "plan engine failed: {}",
+                    d.message
+                );
+                if new_message {
+                    task_ctx
+                        .publish(&task_plan, EventType::Warning, d.reason, d.message.clone())
+                        .await
+                }
             }
         }
         *task_end.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);

@@ -145,6 +145,7 @@ pub fn apply_fault(core: &mut Core, now: SimMillis, fault: Fault) -> Result<(), 
         }
         Fault::Lock { scope } => w.faults.locks.push(scope),
         Fault::PolicyDeny { scope } => w.faults.policies.push(scope),
+        Fault::Forbidden { scope } => w.faults.forbidden.push(scope),
         Fault::Deallocate { machine } => {
             let i = find(w, &machine)?;
             w.set_running(now, i, false);

@@ -42,6 +42,9 @@ pub enum Fault {
     Lock { scope: String },
     /// PUTs under `scope` get 403 `RequestDisallowedByPolicy`.
     PolicyDeny { scope: String },
+    /// Every ARM request under `scope` (any method) gets 403 `AuthorizationFailed`: the identity
+    /// has no role there.
+    Forbidden { scope: String },
     /// Deallocate the VM / disconnect the Arc server.
     Deallocate { machine: String },
     /// Start the VM / reconnect the Arc server.
@@ -84,6 +87,8 @@ pub struct FaultState {
     pub extension_failures: Vec<(Option<String>, String, f64)>,
     pub locks: Vec<String>,
     pub policies: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forbidden: Vec<String>,
 }
 
 impl FaultState {

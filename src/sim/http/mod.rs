@@ -440,6 +440,20 @@ pub fn dispatch(core: &mut Core, clock: &SimClock, r: &Req) -> Resp {
             }
         }
     }
+    if FaultState::scope_hit(&core.world.faults.forbidden, &r.path) {
+        return with_rate(
+            Resp::err(&ArmError::new(
+                403,
+                "AuthorizationFailed",
+                format!(
+                    "The client '00000000-0000-0000-0000-000000000000' with object id '00000000-0000-0000-0000-000000000000' does not have authorization to perform action over scope '{}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+                    r.path
+                ),
+            )),
+            class,
+            remaining,
+        );
+    }
     if matches!(r.method.as_str(), "PUT" | "PATCH" | "DELETE") && ns != "microsoft.resourcegraph" {
         let f = &core.world.faults;
         if FaultState::scope_hit(&f.locks, &r.path) {
