@@ -144,6 +144,36 @@ pub enum MachineStep {
     RolledBack,
 }
 
+/// Where a machine stands, whatever its step: what the trackers and the plan's counts group by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepPhase {
+    /// Not started, or rolled back (on the legacy path again, as before the migration).
+    Pending,
+    InProgress,
+    Done,
+    Failed,
+    Blocked,
+}
+
+impl MachineStep {
+    pub fn phase(self) -> StepPhase {
+        match self {
+            MachineStep::Pending | MachineStep::RolledBack => StepPhase::Pending,
+            MachineStep::Done => StepPhase::Done,
+            MachineStep::Failed => StepPhase::Failed,
+            MachineStep::Blocked => StepPhase::Blocked,
+            MachineStep::CheckEligibility
+            | MachineStep::EnsureIdentity
+            | MachineStep::InstallAma
+            | MachineStep::AssociateDcrs
+            | MachineStep::Verify
+            | MachineStep::Cutover
+            | MachineStep::WaitForFlip
+            | MachineStep::RollingBack => StepPhase::InProgress,
+        }
+    }
+}
+
 /// Which agents delivered one data source during the last observation.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]

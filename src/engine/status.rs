@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::machine::MachineStep;
+use crate::api::machine::{MachineStep, StepPhase};
 use crate::api::plan::{FleetSummary, MigrationPlanStatus, WavePhase, WaveStatus};
 use crate::local::tracker::AgentState;
 
@@ -60,22 +60,15 @@ impl Tally {
     }
 }
 
-/// Where a step stands: done, failed, blocked, under way, or not started (`None`: pending or
-/// rolled back — on the legacy path as before the migration).
+/// The count a step adds to: done, failed, blocked, under way, or none when not started
+/// (pending or rolled back — on the legacy path as before the migration).
 fn bucket(step: MachineStep) -> Option<fn(&mut WaveCounts) -> &mut u32> {
-    match step {
-        MachineStep::Done => Some(|c| &mut c.done),
-        MachineStep::Failed => Some(|c| &mut c.failed),
-        MachineStep::Blocked => Some(|c| &mut c.blocked),
-        MachineStep::Pending | MachineStep::RolledBack => None,
-        MachineStep::CheckEligibility
-        | MachineStep::EnsureIdentity
-        | MachineStep::InstallAma
-        | MachineStep::AssociateDcrs
-        | MachineStep::Verify
-        | MachineStep::Cutover
-        | MachineStep::WaitForFlip
-        | MachineStep::RollingBack => Some(|c| &mut c.in_progress),
+    match step.phase() {
+        StepPhase::Done => Some(|c| &mut c.done),
+        StepPhase::Failed => Some(|c| &mut c.failed),
+        StepPhase::Blocked => Some(|c| &mut c.blocked),
+        StepPhase::Pending => None,
+        StepPhase::InProgress => Some(|c| &mut c.in_progress),
     }
 }
 

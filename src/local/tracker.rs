@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::api::MachineMigration;
 use crate::api::conditions::{self, types};
-use crate::api::machine::MachineStep;
+use crate::api::machine::{MachineStep, StepPhase};
 use crate::api::plan::Agent;
 
 /// Machine names listed per failure code or block reason (the rest are counted).
@@ -140,33 +140,6 @@ pub struct TrackerSummary {
     pub blocks: Vec<BlockGroup>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Pending,
-    InProgress,
-    Done,
-    Failed,
-    Blocked,
-}
-
-fn phase(step: MachineStep) -> Phase {
-    match step {
-        // Rolled back: on the legacy path again, as before the migration started.
-        MachineStep::Pending | MachineStep::RolledBack => Phase::Pending,
-        MachineStep::Done => Phase::Done,
-        MachineStep::Failed => Phase::Failed,
-        MachineStep::Blocked => Phase::Blocked,
-        MachineStep::CheckEligibility
-        | MachineStep::EnsureIdentity
-        | MachineStep::InstallAma
-        | MachineStep::AssociateDcrs
-        | MachineStep::Verify
-        | MachineStep::Cutover
-        | MachineStep::WaitForFlip
-        | MachineStep::RollingBack => Phase::InProgress,
-    }
-}
-
 /// Summarise machines (any set: one plan, one wave, a whole file).
 pub fn summarize<'a>(machines: impl IntoIterator<Item = &'a MachineMigration>) -> TrackerSummary {
     let mut s = TrackerSummary::default();
@@ -180,20 +153,20 @@ pub fn summarize<'a>(machines: impl IntoIterator<Item = &'a MachineMigration>) -
         *s.by_step.entry(step).or_default() += 1;
         let wave = s.by_wave.entry(m.spec.wave.clone()).or_default();
         wave.total += 1;
-        match phase(step) {
-            Phase::Pending => {
+        match step.phase() {
+            StepPhase::Pending => {
                 s.pending += 1;
                 wave.pending += 1;
             }
-            Phase::InProgress => {
+            StepPhase::InProgress => {
                 s.in_progress += 1;
                 wave.in_progress += 1;
             }
-            Phase::Done => {
+            StepPhase::Done => {
                 s.completed += 1;
                 wave.done += 1;
             }
-            Phase::Failed => {
+            StepPhase::Failed => {
                 s.failed += 1;
                 wave.failed += 1;
                 let (code, message) = status
@@ -212,7 +185,7 @@ pub fn summarize<'a>(machines: impl IntoIterator<Item = &'a MachineMigration>) -
                     group.examples.push(name.clone());
                 }
             }
-            Phase::Blocked => {
+            StepPhase::Blocked => {
                 s.blocked += 1;
                 wave.blocked += 1;
                 let (reason, message) = conditions::find(&status.conditions, types::BLOCKED)
