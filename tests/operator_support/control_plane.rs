@@ -634,15 +634,25 @@ impl ControlPlane {
         };
         let _ = std::fs::write(&cluster.ca_file, &self.ca_pem);
         let body = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
-        let (code, answer) = cluster.send(
-            "POST",
-            "/api/v1/namespaces",
-            "application/json",
-            Some(&body),
-        );
+        // A server under load may answer 429/5xx or time out for a moment: a few tries, bounded.
+        let mut tries = 0;
+        let (code, answer) = loop {
+            let (code, answer) = cluster.send(
+                "POST",
+                "/api/v1/namespaces",
+                "application/json",
+                Some(&body),
+            );
+            tries += 1;
+            let transient = code == 0 || code == 429 || code >= 500;
+            if !transient || tries == 5 {
+                break (code, answer);
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        };
         assert!(
             code == 201 || code == 409,
-            "creating namespace {namespace}: {code} {answer}"
+            "creating namespace {namespace} ({tries} tries): {code} {answer}"
         );
         cluster
     }
