@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::api::MigrationPlan;
+use crate::api::{MachineMigration, MigrationPlan};
 use crate::api::conditions::{self, reasons, status as cstatus, types as ctypes};
 use crate::api::duration::parse_duration;
 use crate::api::machine::{MachineDataSource, MachineMigrationSpec, MachineStep};
@@ -411,9 +411,8 @@ impl Engine {
         let mut pipeline = exec::Pipeline::new();
         loop {
             if self.stopping() {
-                for f in pipeline.drain().await {
-                    self.take_result(&mut records, &mut recheck, &mut handles, f)?;
-                }
+                let finished = pipeline.drain().await;
+                self.take_results(&mut records, &mut recheck, &mut handles, finished)?;
                 self.persist(&mut records)?;
                 return Ok(RunEnd::Stopped);
             }
@@ -677,9 +676,8 @@ impl Engine {
             // must not lose the record of a write the journal already holds as done. Work not
             // finished within this pass keeps running into the next.
             let tick = self.options.tick;
-            for f in pipeline.collect(tick, tick.saturating_mul(4)).await {
-                self.take_result(&mut records, &mut recheck, &mut handles, f)?;
-            }
+            let finished = pipeline.collect(tick, tick.saturating_mul(4)).await;
+            self.take_results(&mut records, &mut recheck, &mut handles, finished)?;
 
             // ---- verification, in bulk
             let waiting: Vec<Pending> = records
@@ -904,39 +902,50 @@ impl Engine {
         }
     }
 
-    /// Apply one finished piece of machine work to its record and save the record.
-    fn take_result(
+    /// Apply the finished pieces of machine work of one pass to their records, save those records
+    /// (one batch), then close the journal entries the saved records now account for.
+    fn take_results(
         &self,
         records: &mut BTreeMap<String, MachineRecord>,
         recheck: &mut Recheck,
         handles: &mut HashMap<i64, OperationHandle>,
-        f: exec::Finished,
+        finished: Vec<exec::Finished>,
     ) -> Result<(), EngineError> {
-        let exec::Finished { key, act, result } = f;
-        let Some(rec) = records.get_mut(&key) else {
+        if finished.is_empty() {
             return Ok(());
-        };
-        // An abandoned write stays under re-check until it was found in effect or sent, and its
-        // entry is closed only once the record holding that is saved (below).
-        let settled = match (&act, &result) {
-            (Some(_), WorkResult::Running { .. }) | (None, _) => None,
-            (Some(a), _) => Some(a.label()),
-        };
-        let done_journal = match &result {
-            WorkResult::Done { journal } => *journal,
-            _ => None,
-        };
-        let now = self.clock.now();
-        self.apply(rec, act, result, handles, now);
-        save_record(self.state.as_ref(), rec)?;
-        // Only now that the record holds the effect: a stop before this line re-reads ARM.
-        if let Some(action) = settled {
-            self.settle_recheck(recheck, &key, &action);
         }
-        if let Some(id) = done_journal {
-            self.state
-                .finish_operation(id, &OperationOutcome::Succeeded, now)
-                .map_err(EngineError::Store)?;
+        let now = self.clock.now();
+        // What each result closes once its record is saved.
+        let mut closes: Vec<(String, Option<String>, Option<i64>)> = Vec::new();
+        for exec::Finished { key, act, result } in finished {
+            let Some(rec) = records.get_mut(&key) else {
+                continue;
+            };
+            // An abandoned write stays under re-check until it was found in effect or sent, and
+            // its entry is closed only once the record holding that is saved (below).
+            let settled = match (&act, &result) {
+                (Some(_), WorkResult::Running { .. }) | (None, _) => None,
+                (Some(a), _) => Some(a.label()),
+            };
+            let done_journal = match &result {
+                WorkResult::Done { journal } => *journal,
+                _ => None,
+            };
+            self.apply(rec, act, result, handles, now);
+            rec.dirty = true;
+            closes.push((key, settled, done_journal));
+        }
+        self.persist(records)?;
+        // Only now that the records hold the effects: a stop before this line re-reads ARM.
+        for (key, settled, done_journal) in closes {
+            if let Some(action) = settled {
+                self.settle_recheck(recheck, &key, &action);
+            }
+            if let Some(id) = done_journal {
+                self.state
+                    .finish_operation(id, &OperationOutcome::Succeeded, now)
+                    .map_err(EngineError::Store)?;
+            }
         }
         Ok(())
     }
@@ -958,11 +967,13 @@ impl Engine {
         }
     }
 
+    /// Save every changed record (one batch: the state may send them concurrently), then make the
+    /// state's deferred bookkeeping durable (`EngineState::flush`).
     fn persist(&self, records: &mut BTreeMap<String, MachineRecord>) -> Result<(), EngineError> {
-        for r in records.values_mut().filter(|r| r.dirty) {
-            save_record(self.state.as_ref(), r)?;
-        }
-        Ok(())
+        let mut dirty: Vec<&mut MachineRecord> =
+            records.values_mut().filter(|r| r.dirty).collect();
+        save_records(self.state.as_ref(), &mut dirty)?;
+        self.state.flush().map_err(EngineError::Store)
     }
 
     /// Save the plan with its engine progress; every status written carries the counts of the
@@ -1668,16 +1679,44 @@ fn stall_reason(outcome: &PlanOutcome, records: &BTreeMap<String, MachineRecord>
 /// Save a machine's record with its progress, and keep the stored object without the progress
 /// annotation: the record holds the progress itself, and the next save encodes it again (10,000
 /// machines: one copy of the JSON each fewer for the whole run).
-fn save_record(state: &dyn EngineState, rec: &mut MachineRecord) -> Result<(), EngineError> {
-    rec.encode();
-    rec.object = state
-        .save_machine(&rec.object)
-        .map_err(EngineError::Store)?;
-    if let Some(a) = rec.object.metadata.annotations.as_mut() {
-        a.remove(PROGRESS_ANNOTATION);
+/// Records handed to the state at once (see [`save_records`]).
+const SAVE_CHUNK: usize = 64;
+
+/// Save records, [`SAVE_CHUNK`] at a time in one call to the state each. Every record whose save
+/// succeeded is updated even when another one failed; the first failure is returned.
+fn save_records(
+    state: &dyn EngineState,
+    records: &mut [&mut MachineRecord],
+) -> Result<(), EngineError> {
+    let mut first_error = None;
+    // In chunks: each save answers with a copy of its machine, and 10,000 copies at once (the
+    // first pass of a large plan) would double the engine's memory for a moment.
+    for chunk in records.chunks_mut(SAVE_CHUNK) {
+        for rec in chunk.iter_mut() {
+            rec.encode();
+        }
+        let objects: Vec<&MachineMigration> = chunk.iter().map(|r| &r.object).collect();
+        let saved = state.save_machines(&objects);
+        drop(objects);
+        for (rec, result) in chunk.iter_mut().zip(saved) {
+            match result {
+                Ok(object) => {
+                    rec.object = object;
+                    if let Some(a) = rec.object.metadata.annotations.as_mut() {
+                        a.remove(PROGRESS_ANNOTATION);
+                    }
+                    rec.dirty = false;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
     }
-    rec.dirty = false;
-    Ok(())
+    match first_error {
+        Some(e) => Err(EngineError::Store(e)),
+        None => Ok(()),
+    }
 }
 
 fn seed_states(

@@ -23,6 +23,14 @@ pub trait EngineState: Send + Sync {
     ) -> Result<Vec<MachineMigration>, StoreError>;
     /// Create or update (optimistic concurrency on `resourceVersion`) a MachineMigration.
     fn save_machine(&self, machine: &MachineMigration) -> Result<MachineMigration, StoreError>;
+    /// Save several machines; a result per machine, in order. The default saves them one after
+    /// the other; a state over a network sends them concurrently.
+    fn save_machines(
+        &self,
+        machines: &[&MachineMigration],
+    ) -> Vec<Result<MachineMigration, StoreError>> {
+        machines.iter().map(|m| self.save_machine(m)).collect()
+    }
     /// Journal an ARM write before it is sent.
     fn begin_operation(
         &self,
@@ -32,12 +40,20 @@ pub trait EngineState: Send + Sync {
     ) -> Result<i64, StoreError>;
     /// Persist a long-running operation's handle before anything waits on it.
     fn set_operation_handle(&self, id: i64, handle: &OperationHandle) -> Result<(), StoreError>;
+    /// Close a journal entry. A state may defer making the close durable until [`flush`]: an
+    /// entry left open by a stop is only re-read from ARM on the next start, never sent again.
+    ///
+    /// [`flush`]: EngineState::flush
     fn finish_operation(
         &self,
         id: i64,
         outcome: &OperationOutcome,
         at: Timestamp,
     ) -> Result<(), StoreError>;
+    /// Make deferred bookkeeping (closed journal entries) durable.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn in_flight_operations(&self) -> Result<Vec<JournalEntry>, StoreError>;
     /// Record the previous value of a workspace setting the plan changes (first one wins).
     fn record_legacy_change(

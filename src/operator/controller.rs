@@ -671,7 +671,7 @@ async fn start_runner(
     let key = key_of(plan.as_ref());
     let state = KubeState::new(
         ctx.client.clone(),
-        ctx.recorder.clone(),
+        ctx.publisher.clone(),
         ctx.metrics.clone(),
         &plan,
     )
@@ -679,8 +679,7 @@ async fn start_runner(
         namespace: key.0.clone(),
         name: key.1.clone(),
         message: e.to_string(),
-    })?
-    .with_publisher(ctx.publisher.clone());
+    })?;
     let mut options = ctx.engine_options.clone();
     options.approvals.extend(config.approvals.iter().cloned());
     let endpoints = arm.config().endpoints.clone();
@@ -860,12 +859,11 @@ async fn rollback(plan: &MigrationPlan, ctx: &Arc<Context>) -> Result<RollbackEn
         .map_err(|p| err(format!("no usable Azure credentials: {p}")))?;
     let state = KubeState::new(
         ctx.client.clone(),
-        ctx.recorder.clone(),
+        ctx.publisher.clone(),
         ctx.metrics.clone(),
         plan,
     )
-    .map_err(|e| err(e.to_string()))?
-    .with_publisher(ctx.publisher.clone());
+    .map_err(|e| err(e.to_string()))?;
     let engine = Engine::new(
         arm,
         Arc::new(state),

@@ -4,7 +4,14 @@
 //! plan — several step events per machine within minutes, each with a distinct note, so never
 //! a series — holds tens of thousands of events in memory and costs quadratic time.
 //! Step changes never repeat, so a plain create is the right shape for them.
+//!
+//! The engine hands its events to an [`EventQueue`]: they are created by a task of their own, so
+//! an engine pass never waits on an event (events are informational; the state that matters is
+//! written before a pass goes on).
 
+use std::sync::Arc;
+
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -12,6 +19,14 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::runtime::events::EventType;
+use tokio::sync::mpsc;
+
+use super::metrics::Metrics;
+
+/// Events waiting to be created, at most (a burst of 10,000 machines entering `Pending` fits).
+pub const EVENT_QUEUE: usize = 16_384;
+/// Events created at once by the queue's task.
+const EVENTS_IN_FLIGHT: usize = 4;
 
 /// Publishes events for one reporting controller instance.
 #[derive(Clone)]
@@ -75,11 +90,91 @@ impl Publisher {
         reason: &str,
         note: &str,
     ) -> Result<(), kube::Error> {
-        let ev = self.event(reference, type_, reason, note, Timestamp::now());
+        self.publish_at(reference, type_, reason, note, Timestamp::now())
+            .await
+    }
+
+    /// Publish an event that happened at `at`.
+    pub async fn publish_at(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+        at: Timestamp,
+    ) -> Result<(), kube::Error> {
+        let ev = self.event(reference, type_, reason, note, at);
         let ns = reference.namespace.as_deref().unwrap_or("default");
         Api::<Event>::namespaced(self.client.clone(), ns)
             .create(&PostParams::default(), &ev)
             .await
             .map(|_| ())
+    }
+}
+
+/// One event waiting in an [`EventQueue`].
+struct Queued {
+    reference: ObjectReference,
+    type_: EventType,
+    reason: String,
+    note: String,
+    at: Timestamp,
+}
+
+/// Events created in the background, in the order given (a few at once), each stamped with the
+/// time it was queued. The task ends once every handle is dropped and the queue is empty.
+#[derive(Clone)]
+pub struct EventQueue {
+    tx: mpsc::Sender<Queued>,
+    metrics: Arc<Metrics>,
+}
+
+impl EventQueue {
+    /// Start the queue's task on `runtime`.
+    pub fn spawn(
+        publisher: Publisher,
+        metrics: Arc<Metrics>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Queued>(EVENT_QUEUE);
+        let task_metrics = metrics.clone();
+        runtime.spawn(async move {
+            futures::stream::poll_fn(|cx| rx.poll_recv(cx))
+                .for_each_concurrent(EVENTS_IN_FLIGHT, |q| {
+                    let publisher = &publisher;
+                    let metrics = &task_metrics;
+                    async move {
+                        let result = publisher
+                            .publish_at(&q.reference, q.type_, &q.reason, &q.note, q.at)
+                            .await;
+                        metrics.kube_write("events", result.is_ok());
+                        if let Err(e) = result {
+                            tracing::warn!(error = %e, reason = %q.reason, object = ?q.reference.name, "cannot publish an event");
+                        }
+                    }
+                })
+                .await;
+        });
+        Self { tx, metrics }
+    }
+
+    /// Queue an event; never waits. A full queue (the API server far behind) drops the event,
+    /// counted as a failed event write and logged.
+    pub fn push(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        let q = Queued {
+            reference: reference.clone(),
+            type_,
+            reason: reason.to_string(),
+            note,
+            at: Timestamp::now(),
+        };
+        if let Err(e) = self.tx.try_send(q) {
+            self.metrics.kube_write("events", false);
+            let why = match e {
+                mpsc::error::TrySendError::Full(_) => "the event queue is full",
+                mpsc::error::TrySendError::Closed(_) => "the event queue is closed",
+            };
+            tracing::warn!(reason, object = ?reference.name, "event not published: {why} ({EVENT_QUEUE} waiting)");
+        }
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ::kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
-use ::kube::runtime::events::{Event, EventType, Recorder};
+use ::kube::runtime::events::EventType;
 use ::kube::{Client, Resource, ResourceExt};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
@@ -41,6 +41,9 @@ const ENGINE_DATA_KEY: &str = "engine.json";
 const MAX_NOTE: usize = 1024;
 /// Where errors say the state lives.
 const WHERE: &str = "the Kubernetes API";
+
+/// MachineMigration saves of one engine pass sent at once.
+const SAVES_IN_FLIGHT: usize = 16;
 
 /// Objects per page of the operator's own lists (the apiserver's default for kube's watchers).
 pub const LIST_PAGE: u32 = 500;
@@ -126,15 +129,15 @@ struct Inner {
     machines: HashMap<String, MachineCache>,
     step_counts: HashMap<MachineStep, i64>,
     started: HashMap<i64, Instant>,
+    /// The engine data holds closes not applied yet (see `finish_operation`).
+    data_dirty: bool,
 }
 
 /// [`EngineState`] for one `MigrationPlan` over the Kubernetes API.
 pub struct KubeState {
     client: Client,
     runtime: tokio::runtime::Handle,
-    recorder: Recorder,
-    /// When set, events go through it instead of `recorder` (no per-event cache).
-    publisher: Option<super::events::Publisher>,
+    events: super::events::EventQueue,
     metrics: Arc<Metrics>,
     namespace: String,
     plan: String,
@@ -223,7 +226,7 @@ impl KubeState {
     /// The state of `plan` (which must carry its uid: it owns everything written here).
     pub fn new(
         client: Client,
-        recorder: Recorder,
+        publisher: super::events::Publisher,
         metrics: Arc<Metrics>,
         plan: &MigrationPlan,
     ) -> Result<Self, StoreError> {
@@ -232,11 +235,11 @@ impl KubeState {
         let owner = plan
             .controller_owner_ref(&())
             .ok_or_else(|| kube_error("MigrationPlan", &namespace, &name, "has no uid"))?;
+        let runtime = tokio::runtime::Handle::current();
         Ok(Self {
             client,
-            runtime: tokio::runtime::Handle::current(),
-            recorder,
-            publisher: None,
+            events: super::events::EventQueue::spawn(publisher, metrics.clone(), &runtime),
+            runtime,
             metrics,
             plan_ref: plan.object_ref(&()),
             namespace,
@@ -244,12 +247,6 @@ impl KubeState {
             owner,
             inner: Mutex::new(Inner::default()),
         })
-    }
-
-    /// Publish events through `publisher` (one create each, nothing cached).
-    pub fn with_publisher(mut self, publisher: super::events::Publisher) -> Self {
-        self.publisher = Some(publisher);
-        self
     }
 
     fn block<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -304,10 +301,23 @@ impl KubeState {
 
     /// Change the engine data and apply the ConfigMap before returning.
     fn modify_data<R>(&self, f: impl FnOnce(&mut EngineData) -> R) -> Result<R, StoreError> {
-        let (r, text) = self.with_data(|d| {
-            let r = f(d);
-            (r, serde_json::to_string(d))
-        })?;
+        let r = self.with_data(f)?;
+        self.write_data()?;
+        Ok(r)
+    }
+
+    /// Apply the ConfigMap with the engine data as it is now (with any deferred closes).
+    fn write_data(&self) -> Result<(), StoreError> {
+        let text = self.with_data(|d| serde_json::to_string(d))?;
+        self.lock().data_dirty = false;
+        let written = self.apply_data(text);
+        if written.is_err() {
+            self.lock().data_dirty = true;
+        }
+        written
+    }
+
+    fn apply_data(&self, text: serde_json::Result<String>) -> Result<(), StoreError> {
         let text = text.map_err(|e| kube_error("ConfigMap", &self.namespace, &self.plan, e))?;
         let name = engine_configmap_name(&self.plan);
         let body = json!({
@@ -328,28 +338,13 @@ impl KubeState {
         ));
         self.metrics.kube_write("configmaps", result.is_ok());
         result.map_err(|e| kube_error("ConfigMap", &self.namespace, &name, e))?;
-        Ok(r)
+        Ok(())
     }
 
+    /// Queue an event (created in the background: a pass never waits on one).
     fn publish(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
-        let note = truncate(note, MAX_NOTE);
-        let result = match &self.publisher {
-            Some(p) => self.block(p.publish(reference, type_, reason, &note)),
-            None => {
-                let ev = Event {
-                    type_,
-                    reason: reason.to_string(),
-                    note: Some(note),
-                    action: reason.to_string(),
-                    secondary: None,
-                };
-                self.block(self.recorder.publish(&ev, reference))
-            }
-        };
-        self.metrics.kube_write("events", result.is_ok());
-        if let Err(e) = result {
-            tracing::warn!(error = %e, reason, object = ?reference.name, "cannot publish an event");
-        }
+        self.events
+            .push(reference, type_, reason, truncate(note, MAX_NOTE));
     }
 
     fn machine_ref(&self, name: &str, uid: Option<String>) -> ObjectReference {
@@ -451,6 +446,9 @@ impl EngineState for KubeState {
         let progress = plan.annotations().get(PLAN_PROGRESS_ANNOTATION).cloned();
         if progress.is_some() && self.with_data(|d| d.progress.clone())? != progress {
             self.modify_data(|d| d.progress = progress)?;
+        } else {
+            // The plan's status never runs ahead of the journal's closes.
+            self.flush()?;
         }
         let mut status = plan.status.clone().unwrap_or_default();
         status.observed_generation = plan.metadata.generation;
@@ -527,113 +525,19 @@ impl EngineState for KubeState {
     }
 
     fn save_machine(&self, machine: &MachineMigration) -> Result<MachineMigration, StoreError> {
-        let name = machine.name_any();
-        let ns = machine
-            .namespace()
-            .unwrap_or_else(|| self.namespace.clone());
-        if ns != self.namespace {
-            return Err(kube_error(
-                "MachineMigration",
-                &ns,
-                &name,
-                format!(
-                    "a machine of plan {} must live in namespace {}",
-                    self.plan, self.namespace
-                ),
-            ));
-        }
-        let owned: BTreeMap<&str, &String> = machine
-            .annotations()
-            .iter()
-            .filter(|(k, _)| OWNED_MACHINE_ANNOTATIONS.contains(&k.as_str()))
-            .map(|(k, v)| (k.as_str(), v))
-            .collect();
-        let api_version = MachineMigration::api_version(&());
-        let kind = MachineMigration::kind(&());
-        let main = MachineApply {
-            api_version: &api_version,
-            kind: &kind,
-            metadata: MachineApplyMeta {
-                name: &name,
-                namespace: &ns,
-                labels: machine.labels(),
-                annotations: owned,
-                owner_references: [&self.owner],
-            },
-            spec: &machine.spec,
-        };
-        let main_hash = hash_json(&main);
-        let cached = self.lock().machines.get(&name).cloned().unwrap_or_default();
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        let mut cache = cached.clone();
-        // The answers are read as metadata only (PartialObjectMetadata): the machine's spec and
-        // status are the ones just sent, so only its uid, generation and resourceVersion are new.
-        let mut metadata = None;
-        if cached.main_hash != main_hash || main_hash == 0 || cached.uid.is_none() {
-            let result = self.block(self.machine_metadata().patch(
-                &name,
-                &params,
-                &Patch::Apply(&main),
-            ));
-            self.metrics.kube_write("machinemigrations", result.is_ok());
-            let applied = result.map_err(|e| kube_error("MachineMigration", &ns, &name, e))?;
-            cache.uid = applied.metadata.uid.clone();
-            cache.generation = applied.metadata.generation;
-            cache.main_hash = main_hash;
-            metadata = Some(applied.metadata);
-        }
-        drop(main);
-        let mut status = machine.status.clone().unwrap_or_default();
-        status.observed_generation = cache.generation;
-        let body = MachineStatusApply {
-            api_version: &api_version,
-            kind: &kind,
-            status: &status,
-        };
-        let status_hash = hash_json(&body);
-        let mut resource_version = None;
-        if status_hash != cached.status_hash || status_hash == 0 || metadata.is_some() {
-            let result = self.block(self.machine_metadata().patch_status(
-                &name,
-                &params,
-                &Patch::Apply(&body),
-            ));
-            self.metrics
-                .kube_write("machinemigrations/status", result.is_ok());
-            let applied = result.map_err(|e| kube_error("MachineMigration", &ns, &name, e))?;
-            cache.status_hash = status_hash;
-            resource_version = applied.metadata.resource_version;
-        }
-        let mut saved = MachineMigration {
-            metadata: metadata
-                .map(|mut m| {
-                    // Kept by the engine for the whole run; the field sets are the server's.
-                    m.managed_fields = None;
-                    m
-                })
-                .unwrap_or_else(|| machine.metadata.clone()),
-            spec: machine.spec.clone(),
-            status: Some(status),
-        };
-        if resource_version.is_some() {
-            saved.metadata.resource_version = resource_version;
-        }
-        // The answer's metadata is the server's: the hold a skip implies lives in memory only.
-        hold_if_skipped(&mut saved);
-        let step = saved.status.as_ref().and_then(|s| s.step);
-        let from = cached.step;
-        cache.step = step;
-        {
-            let mut inner = self.lock();
-            if from != step {
-                self.count_step(&mut inner, from, step);
-            }
-            inner.machines.insert(name, cache.clone());
-        }
-        if from != step {
-            self.step_event(&saved, cache.uid, from);
-        }
-        Ok(saved)
+        self.block(self.save_machine_async(machine))
+    }
+
+    fn save_machines(
+        &self,
+        machines: &[&MachineMigration],
+    ) -> Vec<Result<MachineMigration, StoreError>> {
+        use futures::StreamExt;
+        self.block(
+            futures::stream::iter(machines.iter().map(|m| self.save_machine_async(m)))
+                .buffered(SAVES_IN_FLIGHT)
+                .collect(),
+        )
     }
 
     fn begin_operation(
@@ -695,7 +599,8 @@ impl EngineState for KubeState {
         outcome: &OperationOutcome,
         _at: Timestamp,
     ) -> Result<(), StoreError> {
-        let action = self.modify_data(|d| {
+        // Deferred: applied with the next journal write or `flush` (at the end of the pass).
+        let action = self.with_data(|d| {
             let action = d
                 .journal
                 .iter()
@@ -704,6 +609,9 @@ impl EngineState for KubeState {
             d.journal.retain(|j| j.id != id);
             action
         })?;
+        if action.is_some() {
+            self.lock().data_dirty = true;
+        }
         let Some(action) = action else {
             return Err(StoreError::OperationNotFound {
                 path: PathBuf::from(WHERE),
@@ -723,6 +631,13 @@ impl EngineState for KubeState {
                     outcome: outcome.into(),
                 })
                 .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        if self.lock().data_dirty {
+            self.write_data()?;
         }
         Ok(())
     }
@@ -833,6 +748,119 @@ impl EngineState for KubeState {
 }
 
 impl KubeState {
+    /// Apply a machine's main object (when what this operator owns of it changed) and its status
+    /// (when changed); the answers are read as metadata only.
+    async fn save_machine_async(
+        &self,
+        machine: &MachineMigration,
+    ) -> Result<MachineMigration, StoreError> {
+        let name = machine.name_any();
+        let ns = machine
+            .namespace()
+            .unwrap_or_else(|| self.namespace.clone());
+        if ns != self.namespace {
+            return Err(kube_error(
+                "MachineMigration",
+                &ns,
+                &name,
+                format!(
+                    "a machine of plan {} must live in namespace {}",
+                    self.plan, self.namespace
+                ),
+            ));
+        }
+        let owned: BTreeMap<&str, &String> = machine
+            .annotations()
+            .iter()
+            .filter(|(k, _)| OWNED_MACHINE_ANNOTATIONS.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        let api_version = MachineMigration::api_version(&());
+        let kind = MachineMigration::kind(&());
+        let main = MachineApply {
+            api_version: &api_version,
+            kind: &kind,
+            metadata: MachineApplyMeta {
+                name: &name,
+                namespace: &ns,
+                labels: machine.labels(),
+                annotations: owned,
+                owner_references: [&self.owner],
+            },
+            spec: &machine.spec,
+        };
+        let main_hash = hash_json(&main);
+        let cached = self.lock().machines.get(&name).cloned().unwrap_or_default();
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut cache = cached.clone();
+        // The answers are read as metadata only (PartialObjectMetadata): the machine's spec and
+        // status are the ones just sent, so only its uid, generation and resourceVersion are new.
+        let mut metadata = None;
+        if cached.main_hash != main_hash || main_hash == 0 || cached.uid.is_none() {
+            let result = self
+                .machine_metadata()
+                .patch(&name, &params, &Patch::Apply(&main))
+                .await;
+            self.metrics.kube_write("machinemigrations", result.is_ok());
+            let applied = result.map_err(|e| kube_error("MachineMigration", &ns, &name, e))?;
+            cache.uid = applied.metadata.uid.clone();
+            cache.generation = applied.metadata.generation;
+            cache.main_hash = main_hash;
+            metadata = Some(applied.metadata);
+        }
+        drop(main);
+        let mut status = machine.status.clone().unwrap_or_default();
+        status.observed_generation = cache.generation;
+        let body = MachineStatusApply {
+            api_version: &api_version,
+            kind: &kind,
+            status: &status,
+        };
+        let status_hash = hash_json(&body);
+        let mut resource_version = None;
+        if status_hash != cached.status_hash || status_hash == 0 || metadata.is_some() {
+            let result = self
+                .machine_metadata()
+                .patch_status(&name, &params, &Patch::Apply(&body))
+                .await;
+            self.metrics
+                .kube_write("machinemigrations/status", result.is_ok());
+            let applied = result.map_err(|e| kube_error("MachineMigration", &ns, &name, e))?;
+            cache.status_hash = status_hash;
+            resource_version = applied.metadata.resource_version;
+        }
+        let mut saved = MachineMigration {
+            metadata: metadata
+                .map(|mut m| {
+                    // Kept by the engine for the whole run; the field sets are the server's.
+                    m.managed_fields = None;
+                    m
+                })
+                .unwrap_or_else(|| machine.metadata.clone()),
+            spec: machine.spec.clone(),
+            status: Some(status),
+        };
+        if resource_version.is_some() {
+            saved.metadata.resource_version = resource_version;
+        }
+        // The answer's metadata is the server's: the hold a skip implies lives in memory only.
+        hold_if_skipped(&mut saved);
+        let step = saved.status.as_ref().and_then(|s| s.step);
+        let from = cached.step;
+        cache.step = step;
+        {
+            let mut inner = self.lock();
+            if from != step {
+                self.count_step(&mut inner, from, step);
+            }
+            inner.machines.insert(name, cache.clone());
+        }
+        if from != step {
+            self.step_event(&saved, cache.uid, from);
+        }
+        Ok(saved)
+    }
+
     /// Honour a person's annotations as the engine loads a machine: `skip` reads as `hold` to the
     /// engine (never written back), and a new `retry` value clears the failure and backoff.
     fn apply_steering(&self, mut m: MachineMigration) -> Result<MachineMigration, StoreError> {
