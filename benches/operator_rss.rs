@@ -101,7 +101,7 @@ const COUNTED: &[&str] = &[
 /// A MachineMigration as the planner writes it, and the status the old bench gave it on create
 /// (written through `/status` afterwards: a real API server drops status on create).
 fn machine(i: usize, plan_uid: &str) -> (Value, Value) {
-    let windows = i % 3 != 0;
+    let windows = !i.is_multiple_of(3);
     let (os, sources) = if windows {
         (
             "Windows",
@@ -1054,7 +1054,7 @@ fn engine(n: usize, limit: Duration, env: &[(String, String)]) {
             peak_rss = peak_rss.max(vm_rss_kib(pid).unwrap_or(0));
             // The plan every 2 s (each GET is one more request the API server serves).
             polls += 1;
-            if polls % 2 == 0 {
+            if polls.is_multiple_of(2) {
                 plan_gets += 1;
                 if let Ok(p) =
                     send_json(&admin, "GET", &plan_path, "application/json", None).await

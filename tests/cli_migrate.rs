@@ -162,3 +162,82 @@ async fn migrate_killed_mid_run_resumes_on_its_state_file_and_completes() {
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_the_same_state_file_is_refused_before_it_reads_azure() {
+    let sim = Simulator::start(
+        Scenario {
+            time_scale: 600.0,
+            ..scenario(8)
+        },
+        "127.0.0.1:0",
+    )
+    .await
+    .unwrap();
+    // The refused runs talk to a simulator of their own: what it receives is what they sent.
+    let other = Simulator::start(scenario(8), "127.0.0.1:0").await.unwrap();
+    let plan = default_plan(&sim).unwrap();
+    let dir = std::env::temp_dir().join(format!("ama-cli-two-writers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan_path = dir.join("plan.json");
+    let state = dir.join("state.db");
+    let _ = std::fs::remove_file(&state);
+    std::fs::write(&plan_path, serde_json::to_vec_pretty(&plan).unwrap()).unwrap();
+
+    let mut first = migrate(&sim, &plan_path, &state).spawn().unwrap();
+    let t = Instant::now();
+    while writes(&sim) == 0 && t.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first run ended early"
+    );
+
+    let mut rollback = Command::new(env!("CARGO_BIN_EXE_ama-migrator"));
+    rollback
+        .args(["rollback", "--all", "--plan-name"])
+        .arg(plan.metadata.name.as_deref().unwrap_or_default())
+        .arg("--state")
+        .arg(&state)
+        .args(["--credential", "none", "--arm-endpoint", &other.base_url()]);
+    for (what, mut second) in [
+        ("migrate", migrate(&other, &plan_path, &state)),
+        ("rollback", rollback),
+    ] {
+        let started = Instant::now();
+        let out = second.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "second {what}: {:?}", out.status);
+        assert!(
+            stderr.contains("is in use by `ama-migrator migrate`")
+                && stderr.contains(&format!("pid {}", first.id()))
+                && stderr.contains(&state.display().to_string()),
+            "second {what} names the state file and its holder: {stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "second {what} refused at once"
+        );
+        assert!(
+            other.request_log().is_empty(),
+            "second {what} sent requests to Azure before it was refused: {:?}",
+            other.request_log().first().map(|r| (&r.method, &r.path))
+        );
+    }
+    first.kill().unwrap();
+    let _ = first.wait();
+
+    // The kill released the lock: the next run takes the file.
+    let mut next = migrate(&sim, &plan_path, &state).spawn().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        next.try_wait().unwrap().is_none(),
+        "a run after the holder's death is admitted"
+    );
+    next.kill().unwrap();
+    let _ = next.wait();
+    sim.shutdown().await;
+    other.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

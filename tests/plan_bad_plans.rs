@@ -21,7 +21,21 @@ fn run(yaml: &str, others: &[OtherPlan]) -> PlanOutcome {
 }
 
 fn run_with(yaml: &str, others: &[OtherPlan], legacy: &LegacyConfig) -> PlanOutcome {
-    let p = load_plan(yaml).unwrap();
+    plan_parsed(load_plan(yaml).unwrap(), others, legacy)
+}
+
+/// The planner over a plan that skipped the schema check (as one stored by an older version
+/// would): its own validation refuses the same mistakes, by the same paths.
+fn run_unchecked(yaml: &str) -> PlanOutcome {
+    let p: ama_migrator::api::MigrationPlan = serde_saphyr::from_str(yaml).unwrap();
+    plan_parsed(p, &[], &LegacyConfig::default())
+}
+
+fn plan_parsed(
+    p: ama_migrator::api::MigrationPlan,
+    others: &[OtherPlan],
+    legacy: &LegacyConfig,
+) -> PlanOutcome {
     let inv = inventory();
     let states = HashMap::new();
     let progress = PlanProgress::default();
@@ -146,8 +160,11 @@ fn two_plans_claiming_one_machine() {
 #[test]
 fn an_empty_wave() {
     let y = BASE.replace("count: 2", "count: 0");
+    assert!(
+        schema_error(&y).contains("spec.rollout.waves[0].count: is 0; the smallest allowed is 1")
+    );
     expect(
-        &run(&y, &[]),
+        &run_unchecked(&y),
         PlanErrorKind::EmptyWave,
         "spec.rollout.waves[0].count",
         "at least 1",
@@ -188,8 +205,9 @@ fn a_malformed_resource_id() {
         "workspace: /subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-sentinel/providers/Microsoft.OperationalInsights/workspaces/law-sentinel-prod",
         "workspace: /subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-sentinel/providers/Microsoft.OperationalInsights/workspaces",
     );
+    assert!(schema_error(&y).contains("spec.workspace: \"/subscriptions/"));
     expect(
-        &run(&y, &[]),
+        &run_unchecked(&y),
         PlanErrorKind::MalformedResourceId,
         "spec.workspace",
         "resource ID",
@@ -244,13 +262,100 @@ fn a_window_beyond_its_bound_names_machines_and_fix() {
 
 #[test]
 fn a_bad_duration() {
+    // Not a duration at all: refused as the CRD's schema refuses it, by its path.
     let y = BASE.replace("soak: 4h", "soak: 4 hours");
-    expect(
-        &run(&y, &[]),
-        PlanErrorKind::BadDuration,
-        "spec.rollout.waves[1].soak",
-        "30m",
+    let text = schema_error(&y);
+    assert!(
+        text.contains("spec.rollout.waves[1].soak: \"4 hours\" does not match the pattern"),
+        "{text}"
     );
+    // A duration the pattern allows but no plan can mean: refused by the planner, by its path
+    // (it once panicked in the window arithmetic).
+    for huge in ["18446744073709551615s", "400d"] {
+        let y = BASE.replace("soak: 24h", &format!("soak: {huge}"));
+        let out = run(&y, &[]);
+        let e = expect(
+            &out,
+            PlanErrorKind::BadDuration,
+            "spec.rollout.waves[0].soak",
+            "30m",
+        );
+        assert!(e.to_string().contains("longer than 366d"), "{e}");
+    }
+}
+
+/// The load error of a plan that breaks the CRD's schema, as text.
+fn schema_error(yaml: &str) -> String {
+    match load_plan(yaml) {
+        Err(e @ PlanLoadError::Schema(_)) => e.to_string(),
+        other => panic!("expected a schema error, got {other:?}"),
+    }
+}
+
+#[test]
+fn misspelled_and_unknown_fields_are_refused_with_their_path() {
+    let y = BASE.replace("maxParallel: 25", "maxParalel: 25");
+    let text = schema_error(&y);
+    assert!(
+        text.contains(
+            "spec.rollout.maxParalel: unknown field \"maxParalel\"; did you mean \"maxParallel\"?"
+        ),
+        "{text}"
+    );
+    let y = format!("{BASE}\nextra: true\n");
+    assert!(schema_error(&y).contains("extra: unknown field"));
+}
+
+#[test]
+fn the_plan_command_refuses_a_misspelled_plan_with_exit_1_and_the_path() {
+    let dir = std::env::temp_dir().join(format!("ama-bad-plan-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("plan.yaml");
+    std::fs::write(&path, BASE.replace("maxParallel: 25", "maxparallel: 25")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ama-migrator"))
+        .args(["plan", "--plan"])
+        .arg(&path)
+        .arg("--inventory")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/inventory.json"
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&path.display().to_string())
+            && stderr.contains("spec.rollout.maxparallel: unknown field")
+            && stderr.contains("did you mean \"maxParallel\"?"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_maintenance_window_outside_the_clock_is_refused() {
+    let y = BASE.replace("start: \"20:00\"", "start: \"25:00\"");
+    let text = schema_error(&y);
+    assert!(
+        text.contains("spec.rollout.maintenanceWindows[0].start: \"25:00\" does not match"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_plan_with_a_hundred_thousand_waves_is_refused_fast() {
+    let mut doc: serde_json::Value = serde_saphyr::from_str(BASE).unwrap();
+    let wave = doc["spec"]["rollout"]["waves"][1].clone();
+    doc["spec"]["rollout"]["waves"] = serde_json::Value::Array(vec![wave; 100_000]);
+    let started = std::time::Instant::now();
+    let text = schema_error(&doc.to_string());
+    assert!(
+        text.contains("spec.rollout.waves: has 100000 items; at most 32 are allowed"),
+        "{text}"
+    );
+    // A bound, not a timing assertion: the list past maxItems is not walked at all.
+    eprintln!("100,000 waves refused in {:?}", started.elapsed());
 }
 
 #[test]

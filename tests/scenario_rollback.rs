@@ -464,3 +464,88 @@ async fn rolling_back_the_whole_plan_after_the_flip_restores_the_legacy_path_fir
         report.violations
     );
 }
+
+/// A whole-plan rollback killed outright (its future dropped mid-await, as a SIGKILL leaves the
+/// state file) right after each of its first writes reached ARM — workspace restores first, then
+/// dissociations — resumes each time and completes: every stream restored, every machine back on
+/// its legacy agent, no write repeated after it had succeeded. (Once, a kill after the second
+/// write left a `RestoreLegacy` entry open that refused every later rollback for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_killed_after_each_of_its_first_writes_resumes_to_completion() {
+    let world = Scenario {
+        agents: legacy_only_start(),
+        in_guest_legacy_ratio: 0.0,
+        ..scenario(8)
+    };
+    let dir = std::env::temp_dir().join(format!("rollback-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("state.db");
+    let _ = std::fs::remove_file(&path);
+    let mut r = start(world, Some(path)).await;
+    r.s.plan.spec.legacy.uninstall = UninstallPolicy::Never;
+    waves(
+        &mut r.s.plan,
+        serde_json::json!([{"name": "all", "maxRisk": "High"}]),
+    );
+    assert_eq!(r.run(None).await, RunEnd::Completed);
+    let flipped = r.s.report().flipped;
+    assert!(!flipped.is_empty(), "the plan flipped its streams");
+    let sim = r.s.sim.clone();
+    let count = |sim: &ama_migrator::sim::SimHandle| writes(&sim.request_log()).len();
+
+    const KILLS: usize = 8;
+    let mut kills = 0;
+    let mut end = None;
+    while end.is_none() {
+        let before = count(&sim);
+        let reached_next_write = async {
+            while count(&sim) <= before {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        };
+        if kills < KILLS {
+            tokio::select! {
+                e = r.s.rollback(RollbackScope::Plan, None) => end = Some(e.unwrap()),
+                () = reached_next_write => kills += 1,
+            }
+        } else {
+            end = Some(r.s.rollback(RollbackScope::Plan, None).await.unwrap());
+        }
+    }
+    let end = end.unwrap();
+    // Writes sent at once can land between two looks: fewer kills than writes is possible.
+    assert!(kills >= KILLS / 2, "only {kills} kills");
+    assert!(end.complete(), "{end:?}");
+    assert_eq!(end.rolled_back, 8, "{end:?}");
+    for m in &r.machines() {
+        assert_eq!(step(m), Some(MachineStep::RolledBack), "{}", name_of(m));
+    }
+    for p in r.ledger().iter().filter(|p| p.wanted && !p.out_of_scope) {
+        assert_eq!(p.gap, 0, "{}", show(p));
+        assert_eq!(p.senders, vec![Agent::Legacy], "{}", show(p));
+    }
+    let repeats = needless_repeats(&r.log());
+    if !repeats.is_empty() {
+        let history: Vec<String> = r
+            .log()
+            .iter()
+            .filter(|x| lpath(x).contains("/extensions/azuremonitor"))
+            .map(|x| {
+                format!(
+                    "#{} {} {} {} {}",
+                    x.seq, x.sim_time, x.method, x.status, x.path
+                )
+            })
+            .collect();
+        panic!(
+            "a killed rollback repeats no write after it succeeded: {repeats:#?}\nAMA extension requests:\n{}",
+            history.join("\n")
+        );
+    }
+    eprintln!(
+        "rollback killed {kills} times (after each of its first {KILLS} writes), then completed: {} machines rolled back, {} writes in all",
+        end.rolled_back,
+        count(&sim)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

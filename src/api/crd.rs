@@ -22,12 +22,11 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
                 .schema
                 .as_mut()
                 .and_then(|s| s.open_api_v3_schema.as_mut())
+                && let Ok(mut value) = serde_json::to_value(&*schema)
             {
-                if let Ok(mut value) = serde_json::to_value(&*schema) {
-                    kubernetes_formats(&mut value);
-                    if let Ok(normalized) = serde_json::from_value(value) {
-                        *schema = normalized;
-                    }
+                kubernetes_formats(&mut value);
+                if let Ok(normalized) = serde_json::from_value(value) {
+                    *schema = normalized;
                 }
             }
         }
@@ -107,10 +106,10 @@ pub fn unrecognized_formats(crd: &CustomResourceDefinition) -> Vec<String> {
     fn walk(node: &serde_json::Value, path: &str, out: &mut Vec<String>) {
         match node {
             serde_json::Value::Object(obj) => {
-                if let Some(f) = obj.get("format").and_then(|f| f.as_str()) {
-                    if !RECOGNIZED_FORMATS.contains(&f) {
-                        out.push(format!("{path}: format {f:?}"));
-                    }
+                if let Some(f) = obj.get("format").and_then(|f| f.as_str())
+                    && !RECOGNIZED_FORMATS.contains(&f)
+                {
+                    out.push(format!("{path}: format {f:?}"));
                 }
                 for (k, v) in obj {
                     walk(v, &format!("{path}.{k}"), out);
@@ -247,10 +246,10 @@ fn check_node(
     if let Some(items) = obj.get("items") {
         check_node(items, &format!("{path}.items"), in_junctor, out);
     }
-    if let Some(ap) = obj.get("additionalProperties") {
-        if ap.is_object() {
-            check_node(ap, &format!("{path}.additionalProperties"), in_junctor, out);
-        }
+    if let Some(ap) = obj.get("additionalProperties")
+        && ap.is_object()
+    {
+        check_node(ap, &format!("{path}.additionalProperties"), in_junctor, out);
     }
     for junctor in ["allOf", "anyOf", "oneOf"] {
         if let Some(list) = obj.get(junctor) {

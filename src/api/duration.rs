@@ -15,7 +15,11 @@ pub struct DurationError {
     pub problem: &'static str,
 }
 
-/// Parse `30s`, `15m`, `2h`, `1d`, or concatenations such as `1h30m`.
+/// The longest duration a plan may give (366 days): every sum and product of plan durations the
+/// engine forms stays far inside its integer ranges.
+pub const MAX_SECONDS: u64 = 366 * 86_400;
+
+/// Parse `30s`, `15m`, `2h`, `1d`, or concatenations such as `1h30m`, up to [`MAX_SECONDS`].
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     let err = |problem| DurationError {
         input: input.to_string(),
@@ -55,6 +59,11 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     if number.is_some() {
         return Err(err("the last number has no unit"));
     }
+    if total > MAX_SECONDS {
+        return Err(err(
+            "it is longer than 366d, the longest duration a plan may give",
+        ));
+    }
     Ok(Duration::from_secs(total))
 }
 
@@ -86,6 +95,10 @@ mod tests {
         assert_eq!(parse_duration("45s").unwrap(), Duration::from_secs(45));
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
         assert_eq!(format_duration(Duration::from_secs(90_061)), "1d1h1m1s");
+        assert_eq!(
+            parse_duration("366d").unwrap(),
+            Duration::from_secs(MAX_SECONDS)
+        );
     }
 
     #[test]
@@ -97,6 +110,9 @@ mod tests {
             ("30x", "not a digit or a unit"),
             ("1.5h", "not a digit or a unit"),
             ("99999999999999999999s", "too large"),
+            ("18446744073709551615s", "longer than 366d"),
+            ("367d", "longer than 366d"),
+            ("366d1s", "longer than 366d"),
         ] {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.to_string().contains(problem), "{bad}: {e}");

@@ -4,6 +4,7 @@
 use crate::catalog::DataSourceType;
 
 use super::MigrationPlan;
+use super::schema_check::{SchemaViolation, violations};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanLoadError {
@@ -25,6 +26,45 @@ pub enum PlanLoadError {
         "the plan does not match the MigrationPlan schema: {0}; run `ama-migrator crd` for the schema"
     )]
     Shape(String),
+    #[error(
+        "the plan does not match the MigrationPlan schema (as an API server with strict field validation would refuse it):\n{}\nfix each field named above; `ama-migrator crd` prints the schema",
+        .0.iter().map(|v| format!("  {v}")).collect::<Vec<_>>().join("\n")
+    )]
+    Schema(Vec<SchemaViolation>),
+}
+
+/// The top-level fields of a plan document.
+const TOP_LEVEL: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
+
+/// Where the plan document departs from the MigrationPlan CRD's schema (its spec, and unknown
+/// top-level fields).
+pub fn schema_violations(value: &serde_json::Value) -> Vec<SchemaViolation> {
+    let mut out = Vec::new();
+    if let Some(map) = value.as_object() {
+        for key in map.keys().filter(|k| !TOP_LEVEL.contains(&k.as_str())) {
+            out.push(SchemaViolation {
+                path: key.clone(),
+                problem: format!(
+                    "unknown field {key:?}; a plan document has {}",
+                    TOP_LEVEL.join(", ")
+                ),
+            });
+        }
+    }
+    let crd = <MigrationPlan as kube::CustomResourceExt>::crd();
+    let schema = crd
+        .spec
+        .versions
+        .first()
+        .and_then(|v| v.schema.as_ref())
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .and_then(|s| serde_json::to_value(s).ok());
+    if let (Some(schema), Some(spec)) = (schema, value.get("spec"))
+        && let Some(spec_schema) = schema.pointer("/properties/spec")
+    {
+        out.extend(violations(spec, spec_schema, "spec"));
+    }
+    out
 }
 
 /// Parse a plan document (YAML, or JSON which is YAML too).
@@ -44,28 +84,33 @@ pub fn load_plan(text: &str) -> Result<MigrationPlan, PlanLoadError> {
         .and_then(|v| v.as_array())
     {
         for (i, ds) in sources.iter().enumerate() {
-            if let Some(t) = ds.get("type").and_then(|t| t.as_str()) {
-                if DataSourceType::parse(t).is_none() {
-                    return Err(PlanLoadError::UnknownDataSourceType {
-                        field: format!("spec.dataSources[{i}].type"),
-                        value: t.to_string(),
-                        known: DataSourceType::ALL
-                            .iter()
-                            .map(|t| t.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    });
-                }
+            if let Some(t) = ds.get("type").and_then(|t| t.as_str())
+                && DataSourceType::parse(t).is_none()
+            {
+                return Err(PlanLoadError::UnknownDataSourceType {
+                    field: format!("spec.dataSources[{i}].type"),
+                    value: t.to_string(),
+                    known: DataSourceType::ALL
+                        .iter()
+                        .map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
             }
-            if let Some(a) = ds.get("agent").and_then(|t| t.as_str()) {
-                if a != "AMA" && a != "Legacy" {
-                    return Err(PlanLoadError::UnknownAgent {
-                        field: format!("spec.dataSources[{i}].agent"),
-                        value: a.to_string(),
-                    });
-                }
+            if let Some(a) = ds.get("agent").and_then(|t| t.as_str())
+                && a != "AMA"
+                && a != "Legacy"
+            {
+                return Err(PlanLoadError::UnknownAgent {
+                    field: format!("spec.dataSources[{i}].agent"),
+                    value: a.to_string(),
+                });
             }
         }
+    }
+    let problems = schema_violations(&value);
+    if !problems.is_empty() {
+        return Err(PlanLoadError::Schema(problems));
     }
     serde_json::from_value(value).map_err(|e| PlanLoadError::Shape(e.to_string()))
 }

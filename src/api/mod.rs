@@ -6,6 +6,7 @@ pub mod duration;
 pub mod load;
 pub mod machine;
 pub mod plan;
+pub mod schema_check;
 
 pub use machine::{MachineMigration, MachineMigrationSpec, MachineMigrationStatus};
 pub use plan::{MigrationPlan, MigrationPlanSpec, MigrationPlanStatus};

@@ -45,7 +45,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let client = args.azure.client(&args.credential)?;
     let endpoints = client.config().endpoints.clone();
     let workspace = plan.spec.workspace.clone();
-    let state = StateStore::open(&args.state)
+    let state = StateStore::open_for_writing(&args.state, "ama-migrator migrate")
         .with_context(|| format!("cannot open the state file {}", args.state.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -135,7 +135,14 @@ pub fn run(args: Args) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            // A plan file refused for what it says (its schema, its fields) is a refused plan,
+            // like one the planner refuses: 1. Anything else (flags, unreadable files, credentials,
+            // the state file): 2.
+            if e.chain().any(|c| c.is::<crate::api::load::PlanLoadError>()) {
+                ExitCode::from(1)
+            } else {
+                ExitCode::from(2)
+            }
         }
     }
 }

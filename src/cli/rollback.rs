@@ -45,7 +45,7 @@ pub struct RollbackArgs {
 }
 
 pub fn run(args: RollbackArgs) -> anyhow::Result<ExitCode> {
-    let state = StateStore::open(&args.state)
+    let state = StateStore::open_for_writing(&args.state, "ama-migrator rollback")
         .with_context(|| format!("cannot open the state file {}", args.state.display()))?;
     let plan: MigrationPlan = state
         .get(&args.namespace, &args.plan_name)

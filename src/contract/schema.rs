@@ -170,11 +170,11 @@ impl<'s> SchemaValidator<'s> {
         }
         if let Some(sub) = self.subtype_for(&key, inst) {
             let specs = self.specs;
-            if let Some(node) = specs.docs[sub.0].value.pointer(&sub.1) {
-                if m.seen.insert(sub.clone()) {
-                    self.collect_node(sub.0, node, inst, m, ptr);
-                    return;
-                }
+            if let Some(node) = specs.docs[sub.0].value.pointer(&sub.1)
+                && m.seen.insert(sub.clone())
+            {
+                self.collect_node(sub.0, node, inst, m, ptr);
+                return;
             }
         }
         let file = key.0;
@@ -269,10 +269,10 @@ impl<'s> SchemaValidator<'s> {
         }
         for member in node.get("allOf").and_then(Value::as_array)? {
             let r = member.get("$ref").and_then(Value::as_str)?;
-            if let Ok((f, p, _)) = self.specs.resolve(key.0, r) {
-                if let Some(d) = self.discriminator_of(&(f, p), depth + 1) {
-                    return Some(d);
-                }
+            if let Ok((f, p, _)) = self.specs.resolve(key.0, r)
+                && let Some(d) = self.discriminator_of(&(f, p), depth + 1)
+            {
+                return Some(d);
             }
         }
         None
@@ -316,11 +316,11 @@ impl<'s> SchemaValidator<'s> {
                 items.push((file, it));
             }
         }
-        if let Value::Array(elems) = inst {
-            if !items.is_empty() {
-                for (i, e) in elems.iter().enumerate() {
-                    self.validate_all(&items, e, &format!("{ptr}/{i}"), depth + 1);
-                }
+        if let Value::Array(elems) = inst
+            && !items.is_empty()
+        {
+            for (i, e) in elems.iter().enumerate() {
+                self.validate_all(&items, e, &format!("{ptr}/{i}"), depth + 1);
             }
         }
         if let Value::Object(obj) = inst {
@@ -397,27 +397,27 @@ impl<'s> SchemaValidator<'s> {
                 let v = n.as_f64().unwrap_or(f64::NAN);
                 let excl_min = node.get("exclusiveMinimum") == Some(&Value::Bool(true));
                 let excl_max = node.get("exclusiveMaximum") == Some(&Value::Bool(true));
-                if let Some(min) = node.get("minimum").and_then(Value::as_f64) {
-                    if v < min || (excl_min && v == min) {
-                        self.fail(ptr, format!("{n} is below the minimum {min}"));
-                    }
+                if let Some(min) = node.get("minimum").and_then(Value::as_f64)
+                    && (v < min || (excl_min && v == min))
+                {
+                    self.fail(ptr, format!("{n} is below the minimum {min}"));
                 }
-                if let Some(max) = node.get("maximum").and_then(Value::as_f64) {
-                    if v > max || (excl_max && v == max) {
-                        self.fail(ptr, format!("{n} is above the maximum {max}"));
-                    }
+                if let Some(max) = node.get("maximum").and_then(Value::as_f64)
+                    && (v > max || (excl_max && v == max))
+                {
+                    self.fail(ptr, format!("{n} is above the maximum {max}"));
                 }
             }
             Value::Array(a) => {
-                if let Some(min) = node.get("minItems").and_then(Value::as_u64) {
-                    if (a.len() as u64) < min {
-                        self.fail(ptr, format!("{} items, at least {min} required", a.len()));
-                    }
+                if let Some(min) = node.get("minItems").and_then(Value::as_u64)
+                    && (a.len() as u64) < min
+                {
+                    self.fail(ptr, format!("{} items, at least {min} required", a.len()));
                 }
-                if let Some(max) = node.get("maxItems").and_then(Value::as_u64) {
-                    if (a.len() as u64) > max {
-                        self.fail(ptr, format!("{} items, at most {max} allowed", a.len()));
-                    }
+                if let Some(max) = node.get("maxItems").and_then(Value::as_u64)
+                    && (a.len() as u64) > max
+                {
+                    self.fail(ptr, format!("{} items, at most {max} allowed", a.len()));
                 }
             }
             _ => {}
@@ -426,22 +426,21 @@ impl<'s> SchemaValidator<'s> {
 
     fn check_string(&mut self, node: &Value, format: &str, s: &str, ptr: &str) {
         let len = s.chars().count() as u64;
-        if let Some(min) = node.get("minLength").and_then(Value::as_u64) {
-            if len < min {
-                self.fail(ptr, format!("string of length {len} is shorter than {min}"));
-            }
+        if let Some(min) = node.get("minLength").and_then(Value::as_u64)
+            && len < min
+        {
+            self.fail(ptr, format!("string of length {len} is shorter than {min}"));
         }
-        if let Some(max) = node.get("maxLength").and_then(Value::as_u64) {
-            if len > max {
-                self.fail(ptr, format!("string of length {len} is longer than {max}"));
-            }
+        if let Some(max) = node.get("maxLength").and_then(Value::as_u64)
+            && len > max
+        {
+            self.fail(ptr, format!("string of length {len} is longer than {max}"));
         }
-        if let Some(p) = node.get("pattern").and_then(Value::as_str) {
-            if let Some(re) = self.specs.pattern(p) {
-                if !re.is_match(s) {
-                    self.fail(ptr, format!("{s:?} does not match the pattern {p}"));
-                }
-            }
+        if let Some(p) = node.get("pattern").and_then(Value::as_str)
+            && let Some(re) = self.specs.pattern(p)
+            && !re.is_match(s)
+        {
+            self.fail(ptr, format!("{s:?} does not match the pattern {p}"));
         }
         if format == "date-time" && !looks_like_date_time(s) {
             self.fail(ptr, format!("{s:?} is not a date-time"));

@@ -80,6 +80,44 @@ async fn already_disabled(
     }
 }
 
+/// Close the journal entries of `action` on `resource_id` that a stop left open (the write may or
+/// may not have reached ARM). Called once ARM was read again: the caller then skips the write
+/// (found in effect) or sends it once more under a new entry — these writes set a known value, so
+/// one more send is harmless. Without this, the next `begin_operation` of the same write is
+/// refused as already in flight, for good.
+pub(super) fn close_abandoned(
+    state: &dyn EngineState,
+    resource_id: &str,
+    action: &str,
+    found_in_effect: bool,
+    now: Timestamp,
+) -> Result<usize, EngineError> {
+    let open: Vec<i64> = state
+        .in_flight_operations()
+        .map_err(EngineError::Store)?
+        .into_iter()
+        .filter(|e| e.action == action && e.resource_id.eq_ignore_ascii_case(resource_id))
+        .map(|e| e.id)
+        .collect();
+    let reason = if found_in_effect {
+        "stopped before the response was recorded; ARM read again: in effect"
+    } else {
+        "stopped before the response was recorded; ARM read again: not in effect, sent again"
+    };
+    for id in &open {
+        state
+            .finish_operation(
+                *id,
+                &OperationOutcome::Abandoned {
+                    reason: reason.into(),
+                },
+                now,
+            )
+            .map_err(EngineError::Store)?;
+    }
+    Ok(open.len())
+}
+
 fn ds_id(workspace: &ResourceId, name: &str) -> String {
     format!("{workspace}/dataSources/{name}")
 }
@@ -119,9 +157,13 @@ pub async fn flip(
             .map_err(EngineError::Store)?;
         // An open change already recorded: this dataSource was switched off before (for another
         // stream it also controls, or before a stop). Read it back rather than write it again.
-        if !fresh && already_disabled(client, workspace, name, ds).await {
-            changed.push(setting);
-            continue;
+        if !fresh {
+            let in_effect = already_disabled(client, workspace, name, ds).await;
+            close_abandoned(state, &setting.resource_id, "FlipLegacy", in_effect, now)?;
+            if in_effect {
+                changed.push(setting);
+                continue;
+            }
         }
         let id = state
             .begin_operation(&setting.resource_id, "FlipLegacy", now)
@@ -190,6 +232,29 @@ pub async fn restore(
             properties: props,
             etag: None,
         };
+        let stopped_midway = state
+            .in_flight_operations()
+            .map_err(EngineError::Store)?
+            .iter()
+            .any(|e| {
+                e.action == "RestoreLegacy" && e.resource_id.eq_ignore_ascii_case(&s.resource_id)
+            });
+        if stopped_midway {
+            // A stop between journaling this restore and its answer: read ARM back first.
+            let now_there = client
+                .get_data_source(workspace, &name)
+                .await
+                .map_err(|e| EngineError::azure("reading a workspace legacy stream back", e))?;
+            let in_effect = now_there.is_some_and(|d| d.properties == body.properties);
+            close_abandoned(state, &s.resource_id, "RestoreLegacy", in_effect, now)?;
+            if in_effect {
+                state
+                    .mark_legacy_restored(namespace, plan, &s.resource_id, now)
+                    .map_err(EngineError::Store)?;
+                n += 1;
+                continue;
+            }
+        }
         let id = state
             .begin_operation(&s.resource_id, "RestoreLegacy", now)
             .map_err(EngineError::Store)?;

@@ -342,18 +342,7 @@ impl Engine {
                             start,
                         );
                         if e.action == LABEL_REMOVE_AMA {
-                            if let Some(n) = obs.ama.name.clone() {
-                                let got =
-                                    self.client.get_extension(&rid, &n).await.map_err(|e| {
-                                        EngineError::azure("reading the AMA extension", e)
-                                    })?;
-                                obs.ama = ama_state(got.as_ref().map(|x| {
-                                    (
-                                        n.as_str(),
-                                        x.properties.provisioning_state.as_deref().unwrap_or(""),
-                                    )
-                                }));
-                            }
+                            self.read_ama(&rid, &mut obs).await?;
                         }
                     }
                     None => {}
@@ -582,17 +571,17 @@ impl Engine {
             .collect();
         if let Some(a) = plan_obj.metadata.annotations.as_mut() {
             a.remove(ROLLBACK_ANNOTATION);
-            if let Some(text) = a.get(PLAN_PROGRESS_ANNOTATION) {
-                if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(text) {
-                    if let Some(ws) = v.get_mut("waves").and_then(|w| w.as_array_mut()) {
-                        for i in idx {
-                            if let Some(w) = ws.get_mut(i) {
-                                *w = serde_json::json!({});
-                            }
+            if let Some(text) = a.get(PLAN_PROGRESS_ANNOTATION)
+                && let Ok(mut v) = serde_json::from_str::<serde_json::Value>(text)
+            {
+                if let Some(ws) = v.get_mut("waves").and_then(|w| w.as_array_mut()) {
+                    for i in idx {
+                        if let Some(w) = ws.get_mut(i) {
+                            *w = serde_json::json!({});
                         }
                     }
-                    a.insert(PLAN_PROGRESS_ANNOTATION.to_string(), v.to_string());
                 }
+                a.insert(PLAN_PROGRESS_ANNOTATION.to_string(), v.to_string());
             }
         }
         let st = plan_obj.status.get_or_insert_with(Default::default);
@@ -652,6 +641,25 @@ impl Engine {
     }
 
     /// The machine's DCR associations (a DCE association has no rule id and is left out).
+    /// Read the machine's AMA extension (by the name observed) into `obs`.
+    async fn read_ama(&self, rid: &ResourceId, obs: &mut Observation) -> Result<(), EngineError> {
+        let Some(n) = obs.ama.name.clone() else {
+            return Ok(());
+        };
+        let got = self
+            .client
+            .get_extension(rid, &n)
+            .await
+            .map_err(|e| EngineError::azure("reading the AMA extension", e))?;
+        obs.ama = ama_state(got.as_ref().map(|x| {
+            (
+                n.as_str(),
+                x.properties.provisioning_state.as_deref().unwrap_or(""),
+            )
+        }));
+        Ok(())
+    }
+
     async fn associations(&self, rid: &ResourceId) -> Result<Vec<Association>, EngineError> {
         let list = self
             .client
@@ -714,6 +722,11 @@ impl Engine {
                 Action::None => break,
                 Action::WaitUntil(at) => {
                     self.wait_until(at).await;
+                    // An extension seen mid-change with no operation to poll (its handle was lost
+                    // in a stop): read it again, or the wait would end in a blind re-send.
+                    if status.operation.is_none() && obs.ama.state.is_transitioning() {
+                        self.read_ama(&rid, &mut obs).await?;
+                    }
                     None
                 }
                 Action::RemoveAssociation { association_name } => Some(
@@ -1014,6 +1027,30 @@ impl Engine {
             problem: format!("{id}: {e}"),
         })?;
         let now = self.clock.now();
+        let stopped_midway = self
+            .state
+            .in_flight_operations()
+            .map_err(EngineError::Store)?
+            .iter()
+            .any(|e| e.action == LABEL_DELETE_DCR && e.resource_id.eq_ignore_ascii_case(id));
+        if stopped_midway {
+            // A stop between journaling this delete and its answer: read ARM back first.
+            let there: Option<serde_json::Value> = self
+                .client
+                .get_dcr(&rid)
+                .await
+                .map_err(|e| EngineError::azure("reading a data collection rule back", e))?;
+            flip::close_abandoned(
+                self.state.as_ref(),
+                id,
+                LABEL_DELETE_DCR,
+                there.is_none(),
+                now,
+            )?;
+            if there.is_none() {
+                return Ok(());
+            }
+        }
         let jid = self
             .state
             .begin_operation(id, LABEL_DELETE_DCR, now)
@@ -1048,16 +1085,15 @@ impl Engine {
         mut plan: MigrationPlan,
         t: DataSourceType,
     ) -> Result<MigrationPlan, EngineError> {
-        if let Some(a) = plan.metadata.annotations.as_mut() {
-            if let Some(text) = a.get(PLAN_PROGRESS_ANNOTATION) {
-                if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(text) {
-                    let name = serde_json::to_value(t).unwrap_or_default();
-                    if let Some(list) = v.get_mut("flipped").and_then(|f| f.as_array_mut()) {
-                        list.retain(|x| *x != name);
-                    }
-                    a.insert(PLAN_PROGRESS_ANNOTATION.to_string(), v.to_string());
-                }
+        if let Some(a) = plan.metadata.annotations.as_mut()
+            && let Some(text) = a.get(PLAN_PROGRESS_ANNOTATION)
+            && let Ok(mut v) = serde_json::from_str::<serde_json::Value>(text)
+        {
+            let name = serde_json::to_value(t).unwrap_or_default();
+            if let Some(list) = v.get_mut("flipped").and_then(|f| f.as_array_mut()) {
+                list.retain(|x| *x != name);
             }
+            a.insert(PLAN_PROGRESS_ANNOTATION.to_string(), v.to_string());
         }
         if let Some(st) = plan.status.as_mut() {
             st.changed_legacy_settings

@@ -10,11 +10,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{MachineMigration, MigrationPlan};
 use crate::api::conditions::{self, reasons, status as cstatus, types as ctypes};
 use crate::api::duration::parse_duration;
 use crate::api::machine::{MachineDataSource, MachineMigrationSpec, MachineStep};
 use crate::api::plan::{Agent, MachineKind, OwnedDcr, PlanPhase, WavePhase};
+use crate::api::{MachineMigration, MigrationPlan};
 use crate::azure::lro::OperationHandle;
 use crate::azure::{ArmClient, ResourceId};
 use crate::catalog::{Catalog, DataSourceType, OsFamily};
@@ -354,11 +354,11 @@ impl Engine {
             }
         }
         for r in records.values_mut() {
-            if let Some(f) = &r.progress.in_flight {
-                if !handles.contains_key(&f.journal_id) {
-                    r.progress.in_flight = None;
-                    r.dirty = true;
-                }
+            if let Some(f) = &r.progress.in_flight
+                && !handles.contains_key(&f.journal_id)
+            {
+                r.progress.in_flight = None;
+                r.dirty = true;
             }
         }
         // A legacy removal that may have reached ARM is settled now, not when the planner next
@@ -599,10 +599,10 @@ impl Engine {
                     continue;
                 }
                 if let Some(f) = rec.progress.in_flight.clone() {
-                    if now_ms >= f.poll_at_ms {
-                        if let Some(h) = handles.get(&f.journal_id) {
-                            work.push((d.key.clone(), Work::Poll(f.journal_id, h.clone())));
-                        }
+                    if now_ms >= f.poll_at_ms
+                        && let Some(h) = handles.get(&f.journal_id)
+                    {
+                        work.push((d.key.clone(), Work::Poll(f.journal_id, h.clone())));
                     }
                     continue;
                 }
@@ -970,8 +970,7 @@ impl Engine {
     /// Save every changed record (one batch: the state may send them concurrently), then make the
     /// state's deferred bookkeeping durable (`EngineState::flush`).
     fn persist(&self, records: &mut BTreeMap<String, MachineRecord>) -> Result<(), EngineError> {
-        let mut dirty: Vec<&mut MachineRecord> =
-            records.values_mut().filter(|r| r.dirty).collect();
+        let mut dirty: Vec<&mut MachineRecord> = records.values_mut().filter(|r| r.dirty).collect();
         save_records(self.state.as_ref(), &mut dirty)?;
         self.state.flush().map_err(EngineError::Store)
     }
@@ -1063,10 +1062,11 @@ impl Engine {
         // on the syslog facilities) has no DCR of its own: it moves with the OS's first DCR.
         for src in spec.data_sources.iter().filter(|s| s.agent == Agent::Ama) {
             for ((os, _), list) in by_os.iter_mut() {
-                if src.type_.os() == *os && !list.iter().any(|(_, ts)| ts.contains(&src.type_)) {
-                    if let Some((_, ts)) = list.first_mut() {
-                        ts.insert(src.type_);
-                    }
+                if src.type_.os() == *os
+                    && !list.iter().any(|(_, ts)| ts.contains(&src.type_))
+                    && let Some((_, ts)) = list.first_mut()
+                {
+                    ts.insert(src.type_);
                 }
             }
         }
@@ -1680,7 +1680,7 @@ fn stall_reason(outcome: &PlanOutcome, records: &BTreeMap<String, MachineRecord>
 /// annotation: the record holds the progress itself, and the next save encodes it again (10,000
 /// machines: one copy of the JSON each fewer for the whole run).
 /// Records handed to the state at once (see [`save_records`]).
-const SAVE_CHUNK: usize = 64;
+const SAVE_CHUNK: usize = 32;
 
 /// Save records, [`SAVE_CHUNK`] at a time in one call to the state each. Every record whose save
 /// succeeded is updated even when another one failed; the first failure is returned.

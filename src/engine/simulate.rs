@@ -314,7 +314,7 @@ impl Simulation {
         let client =
             ArmClient::new(config).map_err(|e| EngineError::azure("building the ARM client", e))?;
         let state = match &options.state {
-            Some(p) => StateStore::open(p),
+            Some(p) => StateStore::open_for_writing(p, "ama-migrator simulate"),
             None => StateStore::open_in_memory(),
         }
         .map_err(EngineError::Store)?;

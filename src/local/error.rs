@@ -97,6 +97,16 @@ pub enum StoreError {
         action: String,
         resource_id: String,
     },
+    #[error(
+        "state file {path} is in use by {holder}; two runs on one state file would send the same Azure writes twice: wait for that run to end, stop it (Ctrl-C lets it finish its pass), or pass another --state file"
+    )]
+    InUse { path: PathBuf, holder: String },
+    #[error("cannot lock {path} (one writer per state file): {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("state file {path}: {operation} failed: {source}")]
     Sqlite {
         path: PathBuf,
@@ -123,6 +133,8 @@ impl StoreError {
             Self::OperationInFlight { .. } => "operation_in_flight",
             Self::OperationNotFound { .. } => "operation_not_found",
             Self::OperationFinished { .. } => "operation_finished",
+            Self::InUse { .. } => "in_use",
+            Self::Lock { .. } => "lock",
             Self::Sqlite { .. } => "sqlite",
         }
     }

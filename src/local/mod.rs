@@ -11,6 +11,7 @@ mod journal;
 mod schema;
 mod store;
 pub mod tracker;
+mod writer;
 
 pub use error::StoreError;
 pub use journal::{
@@ -18,6 +19,7 @@ pub use journal::{
 };
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use store::{DEFAULT_NAMESPACE, Snapshot, StateStore, StoredObject, Tx, resource_version};
+pub use writer::{WriterLock, lock_path};
 
 #[cfg(test)]
 mod tests;

@@ -55,6 +55,8 @@ pub fn resource_version<K: Resource>(obj: &K) -> Option<u64> {
 pub struct StateStore {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// Held by a store opened for writing (`open_for_writing`), for as long as it lives.
+    _writer: Option<super::writer::WriterLock>,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -73,7 +75,18 @@ impl StateStore {
         Ok(Self {
             conn: Mutex::new(conn),
             path,
+            _writer: None,
         })
+    }
+
+    /// Open the state file at `path` as its one writer (`migrate`, `rollback`, `simulate`): refused
+    /// while another process holds it ([`StoreError::InUse`], naming that process), before the
+    /// file is read.
+    pub fn open_for_writing(path: impl AsRef<Path>, command: &str) -> Result<Self, StoreError> {
+        let writer = super::writer::WriterLock::acquire(path.as_ref(), command)?;
+        let mut store = Self::open(path)?;
+        store._writer = Some(writer);
+        Ok(store)
     }
 
     /// Open a state file that must already exist (for readers such as `status`).
@@ -94,6 +107,7 @@ impl StateStore {
         Ok(Self {
             conn: Mutex::new(conn),
             path,
+            _writer: None,
         })
     }
 

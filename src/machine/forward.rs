@@ -160,10 +160,11 @@ impl Ctx<'_> {
                 .to_ascii_lowercase()
                 .contains("marked for deletion")
         });
-        if deleting && (marked || self.stuck()) {
-            if let Some(a) = redelete {
-                return self.send(a);
-            }
+        if deleting
+            && (marked || self.stuck())
+            && let Some(a) = redelete
+        {
+            return self.send(a);
         }
         if self.stuck() {
             let e = ActionError {
@@ -515,10 +516,10 @@ impl Ctx<'_> {
             self.current_step(),
             MachineStep::Cutover | MachineStep::WaitForFlip | MachineStep::Done
         );
-        if !past_verify || self.verification_fails(&moved) {
-            if let Some(d) = self.verify(&moved) {
-                return d;
-            }
+        if (!past_verify || self.verification_fails(&moved))
+            && let Some(d) = self.verify(&moved)
+        {
+            return d;
         }
         match self.legacy_plan() {
             LegacyPlan::Absent => self.done(),
@@ -603,10 +604,11 @@ impl Ctx<'_> {
         }
         let moved = self.moved();
         let verified = self.current_step() == MachineStep::Done && !self.verification_fails(&moved);
-        if !moved.is_empty() && !verified {
-            if let Some(d) = self.verify(&moved) {
-                return d;
-            }
+        if !moved.is_empty()
+            && !verified
+            && let Some(d) = self.verify(&moved)
+        {
+            return d;
         }
         self.done()
     }

@@ -23,8 +23,9 @@ use tokio::sync::mpsc;
 
 use super::metrics::Metrics;
 
-/// Events waiting to be created, at most (a burst of 10,000 machines entering `Pending` fits).
-pub const EVENT_QUEUE: usize = 16_384;
+/// Events waiting to be created, at most: a burst (10,000 machines entering `Pending`) waits for
+/// room instead of being held in memory all at once.
+pub const EVENT_QUEUE: usize = 256;
 /// Events created at once by the queue's task.
 const EVENTS_IN_FLIGHT: usize = 4;
 
@@ -122,7 +123,8 @@ struct Queued {
 }
 
 /// Events created in the background, in the order given (a few at once), each stamped with the
-/// time it was queued. The task ends once every handle is dropped and the queue is empty.
+/// time it was queued; a full queue makes the sender wait. The task ends once every handle is
+/// dropped and the queue is empty.
 #[derive(Clone)]
 pub struct EventQueue {
     tx: mpsc::Sender<Queued>,
@@ -158,9 +160,14 @@ impl EventQueue {
         Self { tx, metrics }
     }
 
-    /// Queue an event; never waits. A full queue (the API server far behind) drops the event,
-    /// counted as a failed event write and logged.
-    pub fn push(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+    /// Queue an event, waiting only while the queue is full (the API server behind).
+    pub async fn send(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         let q = Queued {
             reference: reference.clone(),
             type_,
@@ -168,13 +175,9 @@ impl EventQueue {
             note,
             at: Timestamp::now(),
         };
-        if let Err(e) = self.tx.try_send(q) {
+        if self.tx.send(q).await.is_err() {
             self.metrics.kube_write("events", false);
-            let why = match e {
-                mpsc::error::TrySendError::Full(_) => "the event queue is full",
-                mpsc::error::TrySendError::Closed(_) => "the event queue is closed",
-            };
-            tracing::warn!(reason, object = ?reference.name, "event not published: {why} ({EVENT_QUEUE} waiting)");
+            tracing::warn!(reason, object = ?reference.name, "event not published: the event queue is closed");
         }
     }
 }

@@ -43,7 +43,7 @@ const MAX_NOTE: usize = 1024;
 const WHERE: &str = "the Kubernetes API";
 
 /// MachineMigration saves of one engine pass sent at once.
-const SAVES_IN_FLIGHT: usize = 16;
+const SAVES_IN_FLIGHT: usize = 8;
 
 /// Objects per page of the operator's own lists (the apiserver's default for kube's watchers).
 pub const LIST_PAGE: u32 = 500;
@@ -342,9 +342,16 @@ impl KubeState {
     }
 
     /// Queue an event (created in the background: a pass never waits on one).
-    fn publish(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+    async fn publish(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         self.events
-            .push(reference, type_, reason, truncate(note, MAX_NOTE));
+            .send(reference, type_, reason, truncate(note, MAX_NOTE))
+            .await;
     }
 
     fn machine_ref(&self, name: &str, uid: Option<String>) -> ObjectReference {
@@ -375,7 +382,7 @@ impl KubeState {
     }
 
     /// Publish the event of a machine's step change.
-    fn step_event(
+    async fn step_event(
         &self,
         machine: &MachineMigration,
         uid: Option<String>,
@@ -404,7 +411,8 @@ impl KubeState {
             type_,
             reason,
             format!("{from_text} -> {to:?}{detail}"),
-        );
+        )
+        .await;
     }
 }
 
@@ -742,7 +750,7 @@ impl EngineState for KubeState {
             crate::local::EventType::Normal => EventType::Normal,
             crate::local::EventType::Warning => EventType::Warning,
         };
-        self.publish(&reference, type_, &event.reason, event.message.clone());
+        self.block(self.publish(&reference, type_, &event.reason, event.message.clone()));
         Ok(())
     }
 }
@@ -856,7 +864,7 @@ impl KubeState {
             inner.machines.insert(name, cache.clone());
         }
         if from != step {
-            self.step_event(&saved, cache.uid, from);
+            self.step_event(&saved, cache.uid, from).await;
         }
         Ok(saved)
     }
@@ -891,19 +899,16 @@ impl KubeState {
                     }
                 }
                 let uid = m.uid();
-                self.publish(
-                    &self.machine_ref(&m.name_any(), uid),
-                    EventType::Normal,
-                    "RetryRequested",
-                    format!(
-                        "retry {value} requested{}",
-                        if was_failed {
-                            ": the failure is cleared"
-                        } else {
-                            ""
-                        }
-                    ),
+                let reference = self.machine_ref(&m.name_any(), uid);
+                let note = format!(
+                    "retry {value} requested{}",
+                    if was_failed {
+                        ": the failure is cleared"
+                    } else {
+                        ""
+                    }
                 );
+                self.block(self.publish(&reference, EventType::Normal, "RetryRequested", note));
                 m = self.save_machine(&m)?;
             }
         }

@@ -648,10 +648,10 @@ pub(crate) fn decide(
     }
     let machines: Vec<MachineDecision> = decisions.into_iter().flatten().collect();
     for d in &machines {
-        if let Some(w) = d.wave {
-            if d.done {
-                wave_plans[w].done += 1;
-            }
+        if let Some(w) = d.wave
+            && d.done
+        {
+            wave_plans[w].done += 1;
         }
     }
     let mut warnings = membership.warnings.clone();

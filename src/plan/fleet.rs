@@ -221,10 +221,10 @@ impl Fleet {
         // Heartbeat: which resource IDs send through the legacy agent here.
         let mut hb_legacy: HashSet<&str> = HashSet::new();
         for s in input.heartbeat {
-            if s.category == CATEGORY_LEGACY {
-                if let Some(rid) = &s.resource_id {
-                    hb_legacy.insert(rid.as_str());
-                }
+            if s.category.eq_ignore_ascii_case(CATEGORY_LEGACY)
+                && let Some(rid) = &s.resource_id
+            {
+                hb_legacy.insert(rid.as_str());
             }
         }
         let have_heartbeat = !input.heartbeat.is_empty();
@@ -337,7 +337,7 @@ impl Fleet {
             .collect();
         let mut seen = HashSet::new();
         for s in input.heartbeat {
-            if s.category != CATEGORY_LEGACY {
+            if !s.category.eq_ignore_ascii_case(CATEGORY_LEGACY) {
                 continue;
             }
             let known = s

@@ -34,15 +34,15 @@ fn check_workspace_id(field: &str, id: &str, out: &mut Vec<PlanError>) {
 }
 
 fn check_duration(field: String, value: Option<&str>, out: &mut Vec<PlanError>) {
-    if let Some(v) = value {
-        if let Err(e) = parse_duration(v) {
-            out.push(PlanError::new(
-                K::BadDuration,
-                field,
-                e.to_string(),
-                "write e.g. 30m, 1h30m or 2d",
-            ));
-        }
+    if let Some(v) = value
+        && let Err(e) = parse_duration(v)
+    {
+        out.push(PlanError::new(
+            K::BadDuration,
+            field,
+            e.to_string(),
+            "write e.g. 30m, 1h30m or 2d",
+        ));
     }
 }
 
@@ -86,15 +86,15 @@ pub(crate) fn validate_spec(spec: &MigrationPlanSpec) -> Vec<PlanError> {
         }
     }
     for (i, ex) in spec.scope.excludes.iter().enumerate() {
-        if ex.starts_with('/') {
-            if let Err(e) = ResourceId::parse(ex) {
-                out.push(PlanError::new(
-                    K::MalformedResourceId,
-                    format!("spec.scope.excludes[{i}]"),
-                    e.to_string(),
-                    "use the machine's resource ID or its plain name",
-                ));
-            }
+        if ex.starts_with('/')
+            && let Err(e) = ResourceId::parse(ex)
+        {
+            out.push(PlanError::new(
+                K::MalformedResourceId,
+                format!("spec.scope.excludes[{i}]"),
+                e.to_string(),
+                "use the machine's resource ID or its plain name",
+            ));
         }
     }
     for (i, d) in spec.data_sources.iter().enumerate() {
