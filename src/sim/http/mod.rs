@@ -16,12 +16,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::clock::{SimClock, SimMillis, iso};
 use super::control;
 use super::faults::FaultState;
+use super::request_log::{Exchange, RequestLog};
 use super::throttle::{Draw, OpClass, Throttle};
 use super::world::{ArmError, World};
 
@@ -31,11 +31,13 @@ pub const API_INSIGHTS: &str = "2023-03-11";
 pub const API_WORKSPACE: &str = "2025-02-01";
 pub const API_GRAPH: &str = "2024-04-01";
 
+pub use super::request_log::RequestRecord;
+
 /// All mutable simulator state behind one lock (requests are short and CPU-bound).
 pub struct Core {
     pub world: World,
     pub throttle: Throttle,
-    pub log: Vec<RequestRecord>,
+    pub log: RequestLog,
 }
 
 pub struct Shared {
@@ -47,23 +49,6 @@ impl Shared {
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// One request as the simulator saw it (secrets redacted).
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RequestRecord {
-    pub seq: usize,
-    pub sim_time: String,
-    pub method: String,
-    pub path: String,
-    pub query: BTreeMap<String, String>,
-    pub request_body: Option<Value>,
-    pub status: u16,
-    pub response_body: Option<Value>,
-    /// The request's `User-Agent` header, when it sent one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_agent: Option<String>,
 }
 
 /// A parsed request.
@@ -232,28 +217,27 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request<Body>) -> Re
         body_error,
         base: format!("http://{host}"),
     };
-    let resp = if r.low.first().map(String::as_str) == Some("_sim") {
-        control::handle(&shared, &r)
-    } else {
-        let mut core = shared.lock();
-        let resp = dispatch(&mut core, &shared.clock, &r);
-        let now = shared.clock.now();
-        let seq = core.log.len();
-        let record = RequestRecord {
-            seq,
-            sim_time: iso(now),
-            method: r.method.clone(),
-            path: r.path.clone(),
-            query: r.query.clone(),
-            request_body: r.body.as_ref().map(redact),
-            status: resp.status,
-            response_body: resp.body.clone(),
-            user_agent,
-        };
-        core.log.push(record);
-        resp
-    };
-    to_response(resp)
+    if r.low.first().map(String::as_str) == Some("_sim") {
+        return to_response(control::handle(&shared, &r));
+    }
+    let mut core = shared.lock();
+    let resp = dispatch(&mut core, &shared.clock, &r);
+    let now = shared.clock.now();
+    // Serialized once: the log keeps the text and the response sends it.
+    let body_text = resp.body.as_ref().map(Value::to_string);
+    let request_body = r.body.as_ref().map(redact);
+    core.log.push(Exchange {
+        sim_time: iso(now),
+        method: &r.method,
+        path: &r.path,
+        query: &r.query,
+        request_body: request_body.as_ref(),
+        status: resp.status,
+        response_body: body_text.as_deref(),
+        user_agent: user_agent.as_deref(),
+    });
+    drop(core);
+    respond(resp.status, resp.headers, body_text, resp.text)
 }
 
 fn percent_decode(s: &str) -> String {
@@ -283,18 +267,29 @@ pub fn redact(v: &Value) -> Value {
 }
 
 pub fn to_response(r: Resp) -> Response {
-    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = match (r.body, r.text) {
+    let body_text = r.body.as_ref().map(Value::to_string);
+    respond(r.status, r.headers, body_text, r.text)
+}
+
+/// A response from its parts, the JSON body already serialized.
+fn respond(
+    status: u16,
+    headers: Vec<(String, String)>,
+    json_text: Option<String>,
+    text: Option<(&'static str, String)>,
+) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = match (json_text, text) {
         (Some(b), _) => (
             status,
             [("content-type", "application/json; charset=utf-8")],
-            b.to_string(),
+            b,
         )
             .into_response(),
         (None, Some((ct, text))) => (status, [("content-type", ct)], text).into_response(),
         (None, None) => status.into_response(),
     };
-    for (k, v) in r.headers {
+    for (k, v) in headers {
         if let (Ok(name), Ok(val)) = (
             axum::http::HeaderName::from_bytes(k.as_bytes()),
             HeaderValue::from_str(&v),
