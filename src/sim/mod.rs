@@ -38,8 +38,9 @@
 //! and ledger minutes are simulated; `Retry-After` is in real seconds (simulated / scale, at least 1).
 //! Throttling buckets refill in real time.
 //!
-//! Junk is answered, not fatal: a KQL query nesting parentheses deeper than `kql::MAX_NESTING_DEPTH`
-//! is 400 `BadArgumentError`; the request log is a bounded ring (`request_log`, limits in
+//! Junk is answered, not fatal: a request body over `http::MAX_REQUEST_BODY_BYTES` (4 MiB) is 413
+//! `RequestEntityTooLarge`; a KQL query nesting parentheses deeper than `kql::MAX_NESTING_DEPTH` is 400
+//! `BadArgumentError`; the request log is a bounded ring (`request_log`, limits in
 //! `Scenario::request_log`).
 
 pub mod clock;

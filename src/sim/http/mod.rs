@@ -11,11 +11,13 @@ mod workspace;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::clock::{SimClock, SimMillis, iso};
@@ -32,6 +34,13 @@ pub const API_WORKSPACE: &str = "2025-02-01";
 pub const API_GRAPH: &str = "2024-04-01";
 
 pub use super::request_log::RequestRecord;
+
+/// Largest request body the simulator reads; a longer one is answered 413 without reading the rest.
+/// The references we keep document no general ARM request-body limit; 4 MiB is ARM's documented
+/// template size limit ("The template can't exceed 4 MB", learn.microsoft.com/azure/
+/// azure-resource-manager/templates/error-job-size-exceeded), and the product's largest body, a DCR,
+/// is a few KB.
+pub const MAX_REQUEST_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// All mutable simulator state behind one lock (requests are short and CPU-bound).
 pub struct Core {
@@ -176,15 +185,14 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request<Body>) -> Re
         .map(str::to_string);
     let method = req.method().as_str().to_string();
     let uri = req.uri().clone();
-    let bytes: Bytes = match axum::body::to_bytes(req.into_body(), 16 * 1024 * 1024).await {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let bytes = match read_body(req.into_body(), declared).await {
         Ok(b) => b,
-        Err(e) => {
-            return to_response(Resp::err(&ArmError::new(
-                413,
-                "RequestEntityTooLarge",
-                format!("cannot read the request body: {e}"),
-            )));
-        }
+        Err(e) => return to_response(Resp::err(&e)),
     };
     let path = uri.path().to_string();
     let mut query = BTreeMap::new();
@@ -238,6 +246,69 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request<Body>) -> Re
     });
     drop(core);
     respond(resp.status, resp.headers, body_text, resp.text)
+}
+
+/// After an oversized body, how much more of it is read and thrown away (by bytes and by time) so
+/// the client, still sending, gets to read the 413 instead of a reset connection.
+const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Read the request body, at most `MAX_REQUEST_BODY_BYTES`. A longer one (declared or sent) is a 413;
+/// it is never buffered: what follows the limit is read and discarded (up to `DRAIN_BYTES` or
+/// `DRAIN_TIME`) so that the answer reaches the client, or not read at all when the declared length is
+/// beyond that.
+async fn read_body(body: Body, declared: Option<u64>) -> Result<Bytes, ArmError> {
+    let limit = MAX_REQUEST_BODY_BYTES;
+    let too_large = |what: String| {
+        ArmError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!(
+                "The request body {what} the limit of {limit} bytes ({} MiB).",
+                limit / (1024 * 1024)
+            ),
+        )
+    };
+    let mut frames = body.into_data_stream();
+    if let Some(n) = declared
+        && n > limit as u64
+    {
+        if n - limit as u64 <= DRAIN_BYTES {
+            drain(&mut frames).await;
+        }
+        return Err(too_large(format!("of {n} bytes (Content-Length) exceeds")));
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    while let Some(chunk) = frames.next().await {
+        let chunk = chunk.map_err(|e| {
+            ArmError::new(
+                400,
+                "InvalidRequestContent",
+                format!("The request body could not be read: {e}"),
+            )
+        })?;
+        if buf.len() + chunk.len() > limit {
+            drop(buf);
+            drain(&mut frames).await;
+            return Err(too_large("is longer than".to_string()));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Read and discard the rest of a body, bounded by `DRAIN_BYTES` and `DRAIN_TIME`.
+async fn drain(frames: &mut axum::body::BodyDataStream) {
+    let read_rest = async {
+        let mut n: u64 = 0;
+        while let Some(Ok(chunk)) = frames.next().await {
+            n += chunk.len() as u64;
+            if n > DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, read_rest).await;
 }
 
 fn percent_decode(s: &str) -> String {
