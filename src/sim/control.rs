@@ -300,17 +300,24 @@ pub fn handle(shared: &Shared, r: &Req) -> Resp {
             }
         }
         ("GET", ["requests"]) => {
+            // Record by record, so the log is never held as values all at once.
+            let mut text = String::new();
             if r.q("format") == Some("jsonl") {
-                let lines: Vec<String> = core
-                    .log
-                    .iter()
-                    .map(|x| serde_json::to_string(x).unwrap_or_default())
-                    .collect();
-                let mut text = lines.join("\n");
-                text.push('\n');
+                for x in core.log.iter() {
+                    text.push_str(&serde_json::to_string(&x).unwrap_or_default());
+                    text.push('\n');
+                }
                 Resp::text(200, "application/x-ndjson", text)
             } else {
-                Resp::json(200, json!({"value": core.log}))
+                text.push_str("{\"value\":[");
+                for (i, x) in core.log.iter().enumerate() {
+                    if i > 0 {
+                        text.push(',');
+                    }
+                    text.push_str(&serde_json::to_string(&x).unwrap_or_default());
+                }
+                text.push_str(&format!("],\"dropped\":{}}}", core.log.dropped()));
+                Resp::text(200, "application/json; charset=utf-8", text)
             }
         }
         ("DELETE", ["requests"]) => {

@@ -8,10 +8,19 @@ use serde_json::{Value, json};
 
 use super::clock::{MINUTE_MS, SimMillis, iso, parse_iso};
 
+/// Deepest nesting of parenthesised predicates `parse` accepts. The parser recurses three frames per
+/// level, so without a bound a few thousand `(` overflow the stack and kill the simulator; the product's
+/// queries nest two levels at most.
+pub const MAX_NESTING_DEPTH: usize = 64;
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum KqlError {
     #[error("Syntax error at position {pos}: {message}")]
     Syntax { pos: usize, message: String },
+    #[error(
+        "Syntax error at position {pos}: parentheses nest too deep (the nesting depth limit is {limit} levels)"
+    )]
+    TooDeep { pos: usize, limit: usize },
     #[error("{0}")]
     Semantic(String),
 }
@@ -265,6 +274,8 @@ struct Parser {
     toks: Vec<(usize, Tok)>,
     pos: usize,
     len: usize,
+    /// Parenthesised predicates open around the current token.
+    depth: usize,
 }
 
 impl Parser {
@@ -321,6 +332,7 @@ pub fn parse(src: &str) -> Result<Query, KqlError> {
         toks,
         pos: 0,
         len: src.len(),
+        depth: 0,
     };
     let table = p.ident("a table name")?;
     let mut ops = Vec::new();
@@ -370,9 +382,17 @@ fn parse_or(p: &mut Parser) -> Result<Pred, KqlError> {
 
 fn parse_pred(p: &mut Parser) -> Result<Pred, KqlError> {
     if p.peek() == Some(&Tok::LParen) {
+        if p.depth >= MAX_NESTING_DEPTH {
+            return Err(KqlError::TooDeep {
+                pos: p.at(),
+                limit: MAX_NESTING_DEPTH,
+            });
+        }
+        p.depth += 1;
         p.next();
         let inner = parse_or(p)?;
         p.expect(Tok::RParen, "')'")?;
+        p.depth -= 1;
         return Ok(inner);
     }
     let col = p.ident("a column name or '('")?;
@@ -1199,6 +1219,30 @@ mod tests {
                 .len(),
             3
         );
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let nested = |n: usize| {
+            format!(
+                "Heartbeat | where {}Computer == 'a'{}",
+                "(".repeat(n),
+                ")".repeat(n)
+            )
+        };
+        parse(&nested(MAX_NESTING_DEPTH)).unwrap();
+        let at = "Heartbeat | where ".len() + MAX_NESTING_DEPTH;
+        assert_eq!(
+            parse(&nested(MAX_NESTING_DEPTH + 1)),
+            Err(KqlError::TooDeep {
+                pos: at,
+                limit: MAX_NESTING_DEPTH
+            })
+        );
+        // 3,000 levels overflowed the stack before the limit.
+        let e = parse(&nested(3_000)).unwrap_err();
+        assert!(e.to_string().contains("nesting depth limit is 64"), "{e}");
+        assert!(e.to_string().contains(&format!("position {at}")), "{e}");
     }
 
     #[test]

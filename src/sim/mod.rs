@@ -14,7 +14,7 @@
 //! sim.advance(std::time::Duration::from_secs(600));   // ten simulated minutes
 //! let ledger = sim.ledger();                 // duplicate / gap minutes
 //! let pairs = sim.ledger_pairs(None, None);  // per (machine, data source), with current senders
-//! let log = sim.request_log();               // every ARM/LA request with bodies and statuses
+//! let log = sim.request_log();               // ARM/LA requests with bodies and statuses (bounded)
 //! sim.shutdown().await;
 //! # Ok(()) }
 //! ```
@@ -30,12 +30,18 @@
 //!   `crate::inventory::INVENTORY_QUERY` (paging with `options.$top` / `options.$skipToken`).
 //! * Log Analytics `POST /v1/workspaces/{customerId}/query` for the KQL subset of contracts §2.
 //! * Control (`/_sim/`): `GET info`, `GET ledger`, `GET ledger/pairs?machine=&dataSource=`,
-//!   `POST ledger/wanted {machine,dataSource,wanted}`, `GET|DELETE requests` (`?format=jsonl`),
-//!   `GET|POST|DELETE faults` (body: a `Fault`), `GET clock`, `POST clock/advance {seconds}`, `GET snapshot`.
+//!   `POST ledger/wanted {machine,dataSource,wanted}`, `GET|DELETE requests` (`{value, dropped}`, or
+//!   `?format=jsonl`), `GET|POST|DELETE faults` (body: a `Fault`), `GET clock`,
+//!   `POST clock/advance {seconds}`, `GET snapshot`.
 //!
 //! Time: simulated clock = scenario start + real elapsed × `timeScale` + manual advances. LRO latencies
 //! and ledger minutes are simulated; `Retry-After` is in real seconds (simulated / scale, at least 1).
 //! Throttling buckets refill in real time.
+//!
+//! Junk is answered, not fatal: a request body over `http::MAX_REQUEST_BODY_BYTES` (4 MiB) is 413
+//! `RequestEntityTooLarge`; a KQL query nesting parentheses deeper than `kql::MAX_NESTING_DEPTH` is 400
+//! `BadArgumentError`; the request log is a bounded ring (`request_log`, limits in
+//! `Scenario::request_log`).
 
 pub mod clock;
 pub mod control;
@@ -45,6 +51,7 @@ pub mod http;
 pub mod kql;
 pub mod ledger;
 pub mod logs;
+pub mod request_log;
 pub mod scenario;
 pub mod throttle;
 pub mod world;
@@ -64,12 +71,13 @@ use crate::inventory::InventoryMachine;
 pub use clock::SimClock;
 pub use control::{LedgerReport, PairDetail};
 pub use faults::Fault;
-pub use http::RequestRecord;
 pub use ledger::{Agent, PairCounts};
+pub use request_log::{RequestLogLimits, RequestRecord};
 pub use scenario::{Fleet, Scenario, ScenarioError};
 pub use throttle::{BucketConfig, ThrottleConfig};
 
 use http::{Core, Shared};
+use request_log::RequestLog;
 use throttle::Throttle;
 use world::World;
 
@@ -115,7 +123,7 @@ impl Simulator {
         let mut core = Core {
             world,
             throttle: Throttle::new(scenario.throttle.clone()),
-            log: Vec::new(),
+            log: RequestLog::new(scenario.request_log.clone()),
         };
         for f in scenario.faults.clone() {
             control::apply_fault(&mut core, start, f).map_err(|e| ScenarioError::Invalid {
@@ -243,8 +251,13 @@ impl SimHandle {
             }
         })
     }
+    /// The requests recorded so far (at most the scenario's `requestLog` limits; the oldest dropped).
     pub fn request_log(&self) -> Vec<RequestRecord> {
-        self.core().log.clone()
+        self.core().log.records()
+    }
+    /// Records the request log dropped to stay within its limits, since start or the last clear.
+    pub fn request_log_dropped(&self) -> u64 {
+        self.core().log.dropped()
     }
     pub fn clear_request_log(&self) {
         self.core().log.clear();

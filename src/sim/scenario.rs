@@ -12,6 +12,7 @@ use crate::catalog::{DataSourceType, OsFamily};
 use crate::inventory::MachineKind;
 
 use super::faults::Fault;
+use super::request_log::RequestLogLimits;
 use super::throttle::ThrottleConfig;
 
 /// Everything that shapes a simulated world. Every field has a default; `Scenario::default()` is a mixed
@@ -58,6 +59,8 @@ pub struct Scenario {
     pub throttle: ThrottleConfig,
     /// Faults active from the start.
     pub faults: Vec<Fault>,
+    /// How much traffic the request log keeps (records, bytes per body, bytes in all).
+    pub request_log: RequestLogLimits,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -128,6 +131,7 @@ impl Default for Scenario {
             lro: LroConfig::default(),
             throttle: ThrottleConfig::default(),
             faults: Vec::new(),
+            request_log: RequestLogLimits::default(),
         }
     }
 }
@@ -232,6 +236,12 @@ impl Scenario {
             return Err(ScenarioError::Invalid {
                 field: "timeScale",
                 problem: "must be >= 0".into(),
+            });
+        }
+        if self.request_log.max_records == 0 {
+            return Err(ScenarioError::Invalid {
+                field: "requestLog",
+                problem: "maxRecords must be at least 1".into(),
             });
         }
         Ok(())

@@ -11,17 +11,19 @@ mod workspace;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::clock::{SimClock, SimMillis, iso};
 use super::control;
 use super::faults::FaultState;
+use super::request_log::{Exchange, RequestLog};
 use super::throttle::{Draw, OpClass, Throttle};
 use super::world::{ArmError, World};
 
@@ -31,11 +33,20 @@ pub const API_INSIGHTS: &str = "2023-03-11";
 pub const API_WORKSPACE: &str = "2025-02-01";
 pub const API_GRAPH: &str = "2024-04-01";
 
+pub use super::request_log::RequestRecord;
+
+/// Largest request body the simulator reads; a longer one is answered 413 without reading the rest.
+/// The references we keep document no general ARM request-body limit; 4 MiB is ARM's documented
+/// template size limit ("The template can't exceed 4 MB", learn.microsoft.com/azure/
+/// azure-resource-manager/templates/error-job-size-exceeded), and the product's largest body, a DCR,
+/// is a few KB.
+pub const MAX_REQUEST_BODY_BYTES: usize = 4 * 1024 * 1024;
+
 /// All mutable simulator state behind one lock (requests are short and CPU-bound).
 pub struct Core {
     pub world: World,
     pub throttle: Throttle,
-    pub log: Vec<RequestRecord>,
+    pub log: RequestLog,
 }
 
 pub struct Shared {
@@ -47,23 +58,6 @@ impl Shared {
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// One request as the simulator saw it (secrets redacted).
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RequestRecord {
-    pub seq: usize,
-    pub sim_time: String,
-    pub method: String,
-    pub path: String,
-    pub query: BTreeMap<String, String>,
-    pub request_body: Option<Value>,
-    pub status: u16,
-    pub response_body: Option<Value>,
-    /// The request's `User-Agent` header, when it sent one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_agent: Option<String>,
 }
 
 /// A parsed request.
@@ -191,15 +185,14 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request<Body>) -> Re
         .map(str::to_string);
     let method = req.method().as_str().to_string();
     let uri = req.uri().clone();
-    let bytes: Bytes = match axum::body::to_bytes(req.into_body(), 16 * 1024 * 1024).await {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let bytes = match read_body(req.into_body(), declared).await {
         Ok(b) => b,
-        Err(e) => {
-            return to_response(Resp::err(&ArmError::new(
-                413,
-                "RequestEntityTooLarge",
-                format!("cannot read the request body: {e}"),
-            )));
-        }
+        Err(e) => return to_response(Resp::err(&e)),
     };
     let path = uri.path().to_string();
     let mut query = BTreeMap::new();
@@ -232,28 +225,90 @@ pub async fn handle(State(shared): State<Arc<Shared>>, req: Request<Body>) -> Re
         body_error,
         base: format!("http://{host}"),
     };
-    let resp = if r.low.first().map(String::as_str) == Some("_sim") {
-        control::handle(&shared, &r)
-    } else {
-        let mut core = shared.lock();
-        let resp = dispatch(&mut core, &shared.clock, &r);
-        let now = shared.clock.now();
-        let seq = core.log.len();
-        let record = RequestRecord {
-            seq,
-            sim_time: iso(now),
-            method: r.method.clone(),
-            path: r.path.clone(),
-            query: r.query.clone(),
-            request_body: r.body.as_ref().map(redact),
-            status: resp.status,
-            response_body: resp.body.clone(),
-            user_agent,
-        };
-        core.log.push(record);
-        resp
+    if r.low.first().map(String::as_str) == Some("_sim") {
+        return to_response(control::handle(&shared, &r));
+    }
+    let mut core = shared.lock();
+    let resp = dispatch(&mut core, &shared.clock, &r);
+    let now = shared.clock.now();
+    // Serialized once: the log keeps the text and the response sends it.
+    let body_text = resp.body.as_ref().map(Value::to_string);
+    let request_body = r.body.as_ref().map(redact);
+    core.log.push(Exchange {
+        sim_time: iso(now),
+        method: &r.method,
+        path: &r.path,
+        query: &r.query,
+        request_body: request_body.as_ref(),
+        status: resp.status,
+        response_body: body_text.as_deref(),
+        user_agent: user_agent.as_deref(),
+    });
+    drop(core);
+    respond(resp.status, resp.headers, body_text, resp.text)
+}
+
+/// After an oversized body, how much more of it is read and thrown away (by bytes and by time) so
+/// the client, still sending, gets to read the 413 instead of a reset connection.
+const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Read the request body, at most `MAX_REQUEST_BODY_BYTES`. A longer one (declared or sent) is a 413;
+/// it is never buffered: what follows the limit is read and discarded (up to `DRAIN_BYTES` or
+/// `DRAIN_TIME`) so that the answer reaches the client, or not read at all when the declared length is
+/// beyond that.
+async fn read_body(body: Body, declared: Option<u64>) -> Result<Bytes, ArmError> {
+    let limit = MAX_REQUEST_BODY_BYTES;
+    let too_large = |what: String| {
+        ArmError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!(
+                "The request body {what} the limit of {limit} bytes ({} MiB).",
+                limit / (1024 * 1024)
+            ),
+        )
     };
-    to_response(resp)
+    let mut frames = body.into_data_stream();
+    if let Some(n) = declared
+        && n > limit as u64
+    {
+        if n - limit as u64 <= DRAIN_BYTES {
+            drain(&mut frames).await;
+        }
+        return Err(too_large(format!("of {n} bytes (Content-Length) exceeds")));
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    while let Some(chunk) = frames.next().await {
+        let chunk = chunk.map_err(|e| {
+            ArmError::new(
+                400,
+                "InvalidRequestContent",
+                format!("The request body could not be read: {e}"),
+            )
+        })?;
+        if buf.len() + chunk.len() > limit {
+            drop(buf);
+            drain(&mut frames).await;
+            return Err(too_large("is longer than".to_string()));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Read and discard the rest of a body, bounded by `DRAIN_BYTES` and `DRAIN_TIME`.
+async fn drain(frames: &mut axum::body::BodyDataStream) {
+    let read_rest = async {
+        let mut n: u64 = 0;
+        while let Some(Ok(chunk)) = frames.next().await {
+            n += chunk.len() as u64;
+            if n > DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, read_rest).await;
 }
 
 fn percent_decode(s: &str) -> String {
@@ -283,18 +338,29 @@ pub fn redact(v: &Value) -> Value {
 }
 
 pub fn to_response(r: Resp) -> Response {
-    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = match (r.body, r.text) {
+    let body_text = r.body.as_ref().map(Value::to_string);
+    respond(r.status, r.headers, body_text, r.text)
+}
+
+/// A response from its parts, the JSON body already serialized.
+fn respond(
+    status: u16,
+    headers: Vec<(String, String)>,
+    json_text: Option<String>,
+    text: Option<(&'static str, String)>,
+) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = match (json_text, text) {
         (Some(b), _) => (
             status,
             [("content-type", "application/json; charset=utf-8")],
-            b.to_string(),
+            b,
         )
             .into_response(),
         (None, Some((ct, text))) => (status, [("content-type", ct)], text).into_response(),
         (None, None) => status.into_response(),
     };
-    for (k, v) in r.headers {
+    for (k, v) in headers {
         if let (Ok(name), Ok(val)) = (
             axum::http::HeaderName::from_bytes(k.as_bytes()),
             HeaderValue::from_str(&v),
