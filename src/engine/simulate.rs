@@ -71,16 +71,9 @@ impl Default for SimulateOptions {
     }
 }
 
-/// ARM requests the simulator served, by class.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct ArmCounts {
-    pub reads: u64,
-    pub writes: u64,
-    pub deletes: u64,
-    pub throttled: u64,
-    pub resource_graph: u64,
-    pub log_queries: u64,
-}
+/// ARM requests the simulator served, by class (counted as they are served: the request log's
+/// bounds do not truncate them).
+pub use crate::sim::request_log::RequestCounts as ArmCounts;
 
 /// Agent state of one data source over the fleet at the end (from the ledger).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -463,7 +456,7 @@ impl Simulation {
                 }
             }
         }
-        let arm = count_requests(&self.sim.request_log());
+        let arm = self.sim.request_counts();
         let elapsed = self.started.elapsed().as_secs_f64();
         let sim_minutes = (SimClockAdapter(self.sim.clone()).now().as_second()
             - self.started_sim.as_second())
@@ -562,24 +555,7 @@ fn machines_flipped(state: &StateStore, plan: &MigrationPlan) -> Vec<String> {
 pub fn count_requests(log: &[RequestRecord]) -> ArmCounts {
     let mut c = ArmCounts::default();
     for r in log {
-        if r.status == 429 {
-            c.throttled += 1;
-        }
-        if r.path.contains("/v1/workspaces/") {
-            c.log_queries += 1;
-        } else if r
-            .path
-            .to_ascii_lowercase()
-            .contains("/providers/microsoft.resourcegraph/")
-        {
-            c.resource_graph += 1;
-        } else {
-            match r.method.as_str() {
-                "GET" | "HEAD" => c.reads += 1,
-                "DELETE" => c.deletes += 1,
-                _ => c.writes += 1,
-            }
-        }
+        c.count(&r.method, &r.path, r.status);
     }
     c
 }

@@ -255,6 +255,10 @@ impl SimHandle {
     pub fn request_log(&self) -> Vec<RequestRecord> {
         self.core().log.records()
     }
+    /// Requests served since start or the last clear, by class (not bounded by the log's limits).
+    pub fn request_counts(&self) -> request_log::RequestCounts {
+        self.core().log.counts().clone()
+    }
     /// Records the request log dropped to stay within its limits, since start or the last clear.
     pub fn request_log_dropped(&self) -> u64 {
         self.core().log.dropped()

@@ -145,6 +145,41 @@ impl Entry {
     }
 }
 
+/// Requests served, by class: kept as totals beside the ring, so reports over long runs do not
+/// depend on how many records the ring still holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestCounts {
+    pub reads: u64,
+    pub writes: u64,
+    pub deletes: u64,
+    pub throttled: u64,
+    pub resource_graph: u64,
+    pub log_queries: u64,
+}
+
+impl RequestCounts {
+    /// Count one request: Log Analytics queries and Resource Graph apart, ARM by method.
+    pub fn count(&mut self, method: &str, path: &str, status: u16) {
+        if status == 429 {
+            self.throttled += 1;
+        }
+        if path.contains("/v1/workspaces/") {
+            self.log_queries += 1;
+        } else if path
+            .to_ascii_lowercase()
+            .contains("/providers/microsoft.resourcegraph/")
+        {
+            self.resource_graph += 1;
+        } else {
+            match method {
+                "GET" | "HEAD" => self.reads += 1,
+                "DELETE" => self.deletes += 1,
+                _ => self.writes += 1,
+            }
+        }
+    }
+}
+
 /// The bounded ring of recorded requests.
 #[derive(Debug)]
 pub struct RequestLog {
@@ -155,6 +190,8 @@ pub struct RequestLog {
     /// Records dropped to stay within the limits since start or the last clear.
     dropped: u64,
     bytes: usize,
+    /// Every request recorded since start or the last clear, by class (dropped ones included).
+    counts: RequestCounts,
 }
 
 impl RequestLog {
@@ -165,6 +202,7 @@ impl RequestLog {
             recorded: 0,
             dropped: 0,
             bytes: 0,
+            counts: RequestCounts::default(),
         }
     }
 
@@ -173,6 +211,7 @@ impl RequestLog {
     }
 
     pub fn push(&mut self, x: Exchange<'_>) {
+        self.counts.count(x.method, x.path, x.status);
         let limit = self.limits.max_body_bytes;
         let request_body = x.request_body.map(|v| Body::keep(&v.to_string(), limit));
         let response_body = x.response_body.map(|t| Body::keep(t, limit));
@@ -223,6 +262,12 @@ impl RequestLog {
         self.recorded = 0;
         self.dropped = 0;
         self.bytes = 0;
+        self.counts = RequestCounts::default();
+    }
+
+    /// Requests recorded since start or the last clear, by class, dropped records included.
+    pub fn counts(&self) -> &RequestCounts {
+        &self.counts
     }
 
     /// The records kept, oldest first, bodies as JSON values.
@@ -288,7 +333,24 @@ mod tests {
         );
         assert_eq!(recs[0].path, "/p/2");
         assert_eq!(log.dropped(), 2);
+        // The class totals count the dropped requests too.
+        assert_eq!(log.counts().writes, 5);
+        log.push(Exchange {
+            sim_time: "2025-06-02T08:00:00.000Z".into(),
+            method: "GET",
+            path: "/v1/workspaces/w/query",
+            query: &BTreeMap::new(),
+            request_body: None,
+            status: 429,
+            response_body: None,
+            user_agent: None,
+        });
+        assert_eq!(
+            (log.counts().log_queries, log.counts().throttled, log.len()),
+            (1, 1, 3)
+        );
         log.clear();
+        assert_eq!(log.counts(), &RequestCounts::default());
         assert!(log.is_empty());
         assert_eq!(log.dropped(), 0);
         push(&mut log, "/p/again", None, None);
