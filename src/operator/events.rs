@@ -27,7 +27,7 @@ use super::metrics::Metrics;
 /// room instead of being held in memory all at once.
 pub const EVENT_QUEUE: usize = 256;
 /// Events created at once by the queue's task.
-const EVENTS_IN_FLIGHT: usize = 4;
+const EVENTS_IN_FLIGHT: usize = 2;
 
 /// Publishes events for one reporting controller instance.
 #[derive(Clone)]

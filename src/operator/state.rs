@@ -43,7 +43,7 @@ const MAX_NOTE: usize = 1024;
 const WHERE: &str = "the Kubernetes API";
 
 /// MachineMigration saves of one engine pass sent at once.
-const SAVES_IN_FLIGHT: usize = 8;
+const SAVES_IN_FLIGHT: usize = 4;
 
 /// Objects per page of the operator's own lists (the apiserver's default for kube's watchers).
 pub const LIST_PAGE: u32 = 500;
