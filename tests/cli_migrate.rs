@@ -32,6 +32,21 @@ fn migrate(sim: &SimHandle, plan: &Path, state: &Path) -> Command {
     c
 }
 
+/// A fresh directory for one test with `plan` written as `plan.json` and no state file yet:
+/// (the directory, the plan's path, the state file's path).
+fn workdir(
+    name: &str,
+    plan: &ama_migrator::api::MigrationPlan,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan_path = dir.join("plan.json");
+    let state = dir.join("state.db");
+    let _ = std::fs::remove_file(&state);
+    std::fs::write(&plan_path, serde_json::to_vec_pretty(plan).unwrap()).unwrap();
+    (dir, plan_path, state)
+}
+
 fn writes(sim: &SimHandle) -> usize {
     sim.request_log()
         .iter()
@@ -63,12 +78,7 @@ async fn migrate_killed_mid_run_resumes_on_its_state_file_and_completes() {
         .map(|p| ((p.machine.clone(), p.data_source), p))
         .collect();
 
-    let dir = std::env::temp_dir().join(format!("ama-cli-migrate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let plan_path = dir.join("plan.json");
-    let state = dir.join("state.db");
-    let _ = std::fs::remove_file(&state);
-    std::fs::write(&plan_path, serde_json::to_vec_pretty(&plan).unwrap()).unwrap();
+    let (dir, plan_path, state) = workdir("ama-cli-migrate", &plan);
 
     // First run: killed once it has sent some machine writes (installs under way).
     let mut first = migrate(&sim, &plan_path, &state).spawn().unwrap();
@@ -177,12 +187,7 @@ async fn a_second_run_on_the_same_state_file_is_refused_before_it_reads_azure() 
     // The refused runs talk to a simulator of their own: what it receives is what they sent.
     let other = Simulator::start(scenario(8), "127.0.0.1:0").await.unwrap();
     let plan = default_plan(&sim).unwrap();
-    let dir = std::env::temp_dir().join(format!("ama-cli-two-writers-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let plan_path = dir.join("plan.json");
-    let state = dir.join("state.db");
-    let _ = std::fs::remove_file(&state);
-    std::fs::write(&plan_path, serde_json::to_vec_pretty(&plan).unwrap()).unwrap();
+    let (dir, plan_path, state) = workdir("ama-cli-two-writers", &plan);
 
     let mut first = migrate(&sim, &plan_path, &state).spawn().unwrap();
     let t = Instant::now();

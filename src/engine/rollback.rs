@@ -640,7 +640,6 @@ impl Engine {
         }
     }
 
-    /// The machine's DCR associations (a DCE association has no rule id and is left out).
     /// Read the machine's AMA extension (by the name observed) into `obs`.
     async fn read_ama(&self, rid: &ResourceId, obs: &mut Observation) -> Result<(), EngineError> {
         let Some(n) = obs.ama.name.clone() else {
@@ -660,6 +659,7 @@ impl Engine {
         Ok(())
     }
 
+    /// The machine's DCR associations (a DCE association has no rule id and is left out).
     async fn associations(&self, rid: &ResourceId) -> Result<Vec<Association>, EngineError> {
         let list = self
             .client
@@ -968,19 +968,7 @@ impl Engine {
     ) -> Result<Outcome, EngineError> {
         let entry = shared.handles.lock().ok().and_then(|m| m.get(url).cloned());
         let Some((id, h)) = entry else {
-            if let Some(n) = obs.ama.name.clone() {
-                let got = self
-                    .client
-                    .get_extension(rid, &n)
-                    .await
-                    .map_err(|e| EngineError::azure("reading the AMA extension", e))?;
-                obs.ama = ama_state(got.as_ref().map(|x| {
-                    (
-                        n.as_str(),
-                        x.properties.provisioning_state.as_deref().unwrap_or(""),
-                    )
-                }));
-            }
+            self.read_ama(rid, obs).await?;
             return Ok(Outcome::Polled(PollResult::PollError(ActionError {
                 classification: crate::azure::Classification::Permanent,
                 code: "OperationHandleMissing".into(),
