@@ -3,7 +3,10 @@
 
 use crate::catalog::DataSourceType;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
 use super::MigrationPlan;
+use super::plan::MigrationPlanStatus;
 use super::schema_check::{SchemaViolation, violations};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,15 +55,45 @@ pub fn schema_violations(value: &serde_json::Value) -> Vec<SchemaViolation> {
                 ),
             });
         }
+        for key in ["metadata", "spec"] {
+            if !map.contains_key(key) {
+                out.push(SchemaViolation {
+                    path: key.into(),
+                    problem:
+                        "is required and missing; add it (`ama-migrator crd` prints the schema)"
+                            .into(),
+                });
+            }
+        }
+        // metadata and status are Kubernetes' and the operator's: checked by their types.
+        if let Some(meta) = map.get("metadata")
+            && let Err(e) = serde_json::from_value::<ObjectMeta>(meta.clone())
+        {
+            out.push(SchemaViolation {
+                path: "metadata".into(),
+                problem: format!("{e}; write e.g. `metadata: {{name: my-plan}}`"),
+            });
+        }
+        if let Some(status) = map.get("status")
+            && let Err(e) = serde_json::from_value::<Option<MigrationPlanStatus>>(status.clone())
+        {
+            out.push(SchemaViolation {
+                path: "status".into(),
+                problem: format!("{e}; leave status out of a plan file (the operator writes it)"),
+            });
+        }
     }
-    let crd = <MigrationPlan as kube::CustomResourceExt>::crd();
-    let schema = crd
-        .spec
-        .versions
-        .first()
-        .and_then(|v| v.schema.as_ref())
-        .and_then(|s| s.open_api_v3_schema.as_ref())
-        .and_then(|s| serde_json::to_value(s).ok());
+    // The CRD's schema, generated once per process.
+    static SCHEMA: std::sync::OnceLock<Option<serde_json::Value>> = std::sync::OnceLock::new();
+    let schema = SCHEMA.get_or_init(|| {
+        let crd = <MigrationPlan as kube::CustomResourceExt>::crd();
+        crd.spec
+            .versions
+            .first()
+            .and_then(|v| v.schema.as_ref())
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .and_then(|s| serde_json::to_value(s).ok())
+    });
     if let (Some(schema), Some(spec)) = (schema, value.get("spec"))
         && let Some(spec_schema) = schema.pointer("/properties/spec")
     {

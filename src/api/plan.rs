@@ -308,7 +308,7 @@ pub struct Wave {
     pub max_risk: Risk,
     /// Number of machines. Without count and percent the wave takes every remaining machine up to `maxRisk`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1000000))]
     pub count: Option<u32>,
     /// Share of the plan's machines, in percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -353,6 +353,7 @@ pub struct Gates {
 #[x_kube(validation = Rule::new("!(has(self.maxFailed) && has(self.maxFailedPercent))").message("the failure budget is a count or a percent, not both"))]
 pub struct FailureBudget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000000))]
     pub max_failed: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]

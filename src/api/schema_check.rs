@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
@@ -32,18 +33,28 @@ pub const MAX_REPORTED: usize = 50;
 
 /// Every violation of `value` (found at `path`) against the OpenAPI v3 `schema`.
 pub fn violations(value: &Value, schema: &Value, path: &str) -> Vec<SchemaViolation> {
-    let mut check = Check {
-        out: Vec::new(),
-        patterns: HashMap::new(),
-    };
+    let mut check = Check { out: Vec::new() };
     check.walk(value, schema, path);
     check.out
 }
 
 struct Check {
     out: Vec<SchemaViolation>,
-    /// Compiled patterns (`None`: the schema's pattern does not compile; not checked).
-    patterns: HashMap<String, Option<regex::Regex>>,
+}
+
+/// Whether `text` matches the schema's `pattern` (`None`: the pattern does not compile, so it is
+/// not checked). Patterns are compiled once per process: the schemas are fixed.
+fn pattern_matches(pattern: &str, text: &str) -> Option<bool> {
+    static COMPILED: OnceLock<Mutex<HashMap<String, Option<regex::Regex>>>> = OnceLock::new();
+    let mut compiled = COMPILED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    compiled
+        .entry(pattern.to_string())
+        .or_insert_with(|| regex::Regex::new(pattern).ok())
+        .as_ref()
+        .map(|re| re.is_match(text))
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -265,19 +276,13 @@ impl Check {
                 format!("is {len} characters long; at least {min} are needed"),
             );
         }
-        if let Some(pattern) = s.get("pattern").and_then(Value::as_str) {
-            let re = self
-                .patterns
-                .entry(pattern.to_string())
-                .or_insert_with(|| regex::Regex::new(pattern).ok());
-            if let Some(re) = re
-                && !re.is_match(text)
-            {
-                self.push(
-                    path,
-                    format!("{text:?} does not match the pattern {pattern}"),
-                );
-            }
+        if let Some(pattern) = s.get("pattern").and_then(Value::as_str)
+            && pattern_matches(pattern, text) == Some(false)
+        {
+            self.push(
+                path,
+                format!("{text:?} does not match the pattern {pattern}"),
+            );
         }
     }
 

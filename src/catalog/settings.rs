@@ -16,6 +16,7 @@ pub struct DataSourceSettings {
     /// Event IDs to collect (Security Events with `securityEventSet: Custom`, or event-ID filtering
     /// of the channels in `channels`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(range(min = 0, max = 65535)))]
     pub event_ids: Option<Vec<u32>>,
     /// Raw xPath filters, each `Channel!XPath` (e.g. `Security!*[System[(EventID=4624)]]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
