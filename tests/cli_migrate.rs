@@ -246,3 +246,106 @@ async fn a_second_run_on_the_same_state_file_is_refused_before_it_reads_azure() 
     other.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A machine whose AMA install fails is Failed (one attempt: `--max-attempts 1`); once the cause
+/// is fixed, `migrate --retry-failed` on the same state file clears the failure and the machine
+/// completes. A `--retry` naming no machine of the plan is refused before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_machine_completes_after_its_fault_is_fixed_and_retry_failed() {
+    let sim = Simulator::start(
+        Scenario {
+            time_scale: 600.0,
+            ..scenario(8)
+        },
+        "127.0.0.1:0",
+    )
+    .await
+    .unwrap();
+    let mut plan = default_plan(&sim).unwrap();
+    plan.spec.rollout.waves = serde_json::from_value(serde_json::json!(
+        [{"name": "all", "maxRisk": "High", "gates": {"minSuccessRatio": 0.5}}]
+    ))
+    .unwrap();
+    plan.spec.rollout.failure_budget = serde_json::from_value(serde_json::json!({"maxFailed": 3}))
+        .unwrap();
+    // The machine to fail: one the plan moves to AMA.
+    let victim = sim
+        .ledger_pairs(None, None)
+        .into_iter()
+        .find(|p| p.wanted && !p.out_of_scope && p.senders == [ama_migrator::sim::Agent::Legacy])
+        .map(|p| p.machine)
+        .expect("a machine the plan migrates");
+    let victim_name = victim.rsplit('/').next().unwrap().to_string();
+    sim.inject(ama_migrator::sim::Fault::ExtensionFailure {
+        machine: Some(victim.clone()),
+        code: "VMAgentStatusCommunicationError".into(),
+        probability: 1.0,
+    })
+    .unwrap();
+    let (dir, plan_path, state) = workdir("ama-cli-retry", &plan);
+    let step_of = |name: &str| {
+        let store = ama_migrator::local::StateStore::open_existing(&state).unwrap();
+        store
+            .list::<ama_migrator::api::MachineMigration>(None)
+            .unwrap()
+            .into_iter()
+            .find(|m| m.spec.machine_id.rsplit('/').next() == Some(name))
+            .and_then(|m| m.status.and_then(|s| s.step))
+    };
+
+    let first = migrate(&sim, &plan_path, &state)
+        .args(["--max-attempts", "1"])
+        .output()
+        .unwrap();
+    let first_err = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(
+        step_of(&victim_name),
+        Some(ama_migrator::api::machine::MachineStep::Failed),
+        "first run: {:?}\n{first_err}",
+        first.status
+    );
+
+    // A retry naming no machine of the plan: refused, nothing sent.
+    let sent = sim.request_log().len();
+    let wrong = migrate(&sim, &plan_path, &state)
+        .args(["--retry", "no-such-vm"])
+        .output()
+        .unwrap();
+    let wrong_err = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(2), "{wrong_err}");
+    assert!(
+        wrong_err.contains("--retry \"no-such-vm\"") && wrong_err.contains("status --state"),
+        "{wrong_err}"
+    );
+    assert_eq!(sim.request_log().len(), sent, "nothing sent for a wrong --retry");
+
+    // The cause is fixed; the failed machine is retried and completes.
+    sim.clear_faults();
+    let second = migrate(&sim, &plan_path, &state)
+        .arg("--retry-failed")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        stderr.contains(&format!("retrying 1 machine(s): {victim_name}")),
+        "{stderr}"
+    );
+    assert!(
+        second.status.success(),
+        "{:?}\nstdout: {stdout}\nstderr: {stderr}",
+        second.status
+    );
+    assert_eq!(
+        step_of(&victim_name),
+        Some(ama_migrator::api::machine::MachineStep::Done)
+    );
+    let moved = sim
+        .ledger_pairs(Some(&victim), None)
+        .into_iter()
+        .filter(|p| p.wanted && p.senders == [ama_migrator::sim::Agent::Ama])
+        .count();
+    assert!(moved > 0, "{victim_name} sends through AMA after the retry");
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::engine::progress::Bars;
+use crate::engine::state::EngineState;
 use crate::engine::{Engine, EngineOptions, RunEnd, SystemClock};
 use crate::local::StateStore;
 
@@ -29,6 +30,17 @@ pub struct MigrateArgs {
     /// Approve the manual gate of this wave (repeatable).
     #[arg(long = "approve", value_name = "WAVE")]
     pub approve: Vec<String>,
+    /// Retry this Failed machine (its name or resource ID; repeatable): its failure, attempts and
+    /// backoff are cleared before the run, as the operator's `amamigrator.io/retry` annotation does.
+    #[arg(long = "retry", value_name = "MACHINE")]
+    pub retry: Vec<String>,
+    /// Retry every Failed machine of the plan.
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Failed attempts of one machine's step before the machine is Failed (retried with
+    /// exponential backoff from 30 s in between).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub max_attempts: u32,
     /// Seconds between two passes of the loop.
     #[arg(long, default_value_t = 15)]
     pub tick_seconds: u64,
@@ -44,6 +56,19 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let workspace = plan.spec.workspace.clone();
     let state = StateStore::open_for_writing(&args.state, "ama-migrator migrate")
         .with_context(|| format!("cannot open the state file {}", args.state.display()))?;
+    if !args.retry.is_empty() || args.retry_failed {
+        let retried = retry_machines(&state, &plan, &args.retry, args.retry_failed)
+            .with_context(|| format!("in the state file {}", args.state.display()))?;
+        eprintln!(
+            "retrying {} machine(s){}",
+            retried.len(),
+            if retried.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", retried.join(", "))
+            }
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,6 +78,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
             tick: Duration::from_secs(args.tick_seconds.max(1)),
             approvals: args.approve.clone(),
             verify_interval: Duration::from_secs(args.verify_interval_seconds.max(1)),
+            max_attempts: args.max_attempts,
             ..EngineOptions::default()
         };
         let mut engine = Engine::new(
@@ -103,3 +129,81 @@ pub(crate) fn engine_failure(
 
 /// Exit status of `migrate` and `simulate` when the engine stops with an error.
 pub(crate) const ENGINE_FAILED_EXIT: u8 = 4;
+
+/// Why a `--retry` could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error(
+        "--retry {wanted:?}: plan {plan} has no machine of that name or resource ID in this state file; `ama-migrator status --state FILE` lists them"
+    )]
+    NoSuchMachine { wanted: String, plan: String },
+    #[error("the plan is not in this state file yet; run `migrate` without --retry first")]
+    NoPlan,
+    #[error(transparent)]
+    Store(#[from] crate::local::StoreError),
+}
+
+/// Clear the failure of the named machines (by name or resource ID, any case) and, with
+/// `all_failed`, of every Failed machine of the plan; saved before the engine starts. Returns the
+/// names of the machines retried.
+fn retry_machines(
+    state: &StateStore,
+    plan: &crate::api::MigrationPlan,
+    names: &[String],
+    all_failed: bool,
+) -> Result<Vec<String>, RetryError> {
+    use crate::engine::record::MachineRecord;
+    let ns = plan
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| crate::local::DEFAULT_NAMESPACE.to_string());
+    let name = plan.metadata.name.clone().ok_or(RetryError::NoPlan)?;
+    let machines = state.list_plan_machines(&ns, &name)?;
+    if machines.is_empty() {
+        return Err(RetryError::NoPlan);
+    }
+    let matches = |m: &crate::api::MachineMigration, wanted: &str| {
+        m.spec.machine_id.eq_ignore_ascii_case(wanted)
+            || m.spec
+                .machine_id
+                .rsplit('/')
+                .next()
+                .is_some_and(|n| n.eq_ignore_ascii_case(wanted))
+            || m.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(wanted))
+    };
+    for wanted in names {
+        if !machines.iter().any(|m| matches(m, wanted)) {
+            return Err(RetryError::NoSuchMachine {
+                wanted: wanted.clone(),
+                plan: name,
+            });
+        }
+    }
+    let mut retried = Vec::new();
+    for m in machines {
+        let named = names.iter().any(|w| matches(&m, w));
+        let mut record = MachineRecord::from_object(m);
+        let failed =
+            record.progress.failed || record.step() == crate::api::machine::MachineStep::Failed;
+        if !(named || (all_failed && failed)) {
+            continue;
+        }
+        record.clear_failure();
+        record.encode();
+        let machine_name = record
+            .object
+            .spec
+            .machine_id
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        state.save_machine(&record.object)?;
+        retried.push(machine_name);
+    }
+    Ok(retried)
+}

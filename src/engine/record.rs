@@ -292,6 +292,23 @@ impl MachineRecord {
         }
     }
 
+    /// A person's retry (`migrate --retry`, the operator's retry annotation): the failure, the
+    /// attempts and the backoff are cleared and a `Failed` machine is `Pending` again, so the next
+    /// pass decides its next step afresh. Returns whether the machine had failed.
+    pub fn clear_failure(&mut self) -> bool {
+        let was_failed = self.progress.failed || self.step() == MachineStep::Failed;
+        self.progress.failed = false;
+        self.progress.attempts = 0;
+        self.progress.not_before = None;
+        let st = self.status_mut();
+        st.attempts = 0;
+        if st.step == Some(MachineStep::Failed) {
+            st.step = Some(MachineStep::Pending);
+        }
+        self.dirty = true;
+        was_failed
+    }
+
     /// Write the progress annotation into the object before saving.
     pub fn encode(&mut self) {
         let text = serde_json::to_string(&self.progress).unwrap_or_default();

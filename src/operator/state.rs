@@ -876,28 +876,12 @@ impl KubeState {
         if let Some(value) = retry {
             let observed = m.annotations().get(RETRY_OBSERVED_ANNOTATION).cloned();
             if observed.as_ref() != Some(&value) {
-                let mut progress: crate::engine::record::Progress = m
-                    .annotations()
-                    .get(PROGRESS_ANNOTATION)
-                    .and_then(|s| serde_json::from_str(s).ok())
-                    .unwrap_or_default();
-                let was_failed = progress.failed;
-                progress.failed = false;
-                progress.attempts = 0;
-                progress.not_before = None;
-                let text = serde_json::to_string(&progress).map_err(|e| {
-                    kube_error("MachineMigration", &self.namespace, &m.name_any(), e)
-                })?;
-                m.annotations_mut()
-                    .insert(PROGRESS_ANNOTATION.to_string(), text);
+                let mut record = crate::engine::record::MachineRecord::from_object(m);
+                let was_failed = record.clear_failure();
+                record.encode();
+                m = record.object;
                 m.annotations_mut()
                     .insert(RETRY_OBSERVED_ANNOTATION.to_string(), value.clone());
-                if let Some(st) = m.status.as_mut() {
-                    st.attempts = 0;
-                    if st.step == Some(MachineStep::Failed) {
-                        st.step = Some(MachineStep::Pending);
-                    }
-                }
                 let uid = m.uid();
                 let reference = self.machine_ref(&m.name_any(), uid);
                 let note = format!(
