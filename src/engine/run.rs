@@ -113,6 +113,8 @@ pub struct Snapshot {
     pub by_step: BTreeMap<String, usize>,
     /// Per wave: (name, members, finished).
     pub waves: Vec<(String, usize, usize)>,
+    /// Per wave: (name, phase) as the plan's status has it after this pass.
+    pub wave_phases: Vec<(String, WavePhase)>,
     pub flipped: Vec<DataSourceType>,
     pub writes: u64,
     pub in_flight: usize,
@@ -837,6 +839,11 @@ impl Engine {
             if let Some(p) = &self.progress {
                 let mut s = snapshot;
                 s.writes = self.writes();
+                s.wave_phases = plan_obj
+                    .status
+                    .as_ref()
+                    .map(|st| st.waves.iter().map(|w| (w.name.clone(), w.phase)).collect())
+                    .unwrap_or_default();
                 p.update(&s);
             }
 
