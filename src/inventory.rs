@@ -246,14 +246,28 @@ pub struct HeartbeatSender {
 pub enum HeartbeatExportError {
     #[error("the Heartbeat export has no tables; expected the result of: {HEARTBEAT_QUERY}")]
     NoTable,
-    #[error("the Heartbeat export lacks column {0:?}; expected the result of: {HEARTBEAT_QUERY}")]
+    #[error(
+        "tables[0].columns: the Heartbeat export lacks column {0:?}; expected the result of: {HEARTBEAT_QUERY}"
+    )]
     MissingColumn(&'static str),
-    #[error("row {row} of the Heartbeat export: column {column:?} is not a string")]
-    NotAString { row: usize, column: &'static str },
+    #[error(
+        "tables[0].rows[{row}]: has {found} values but the table declares {declared} columns; the export was edited or cut, export it again"
+    )]
+    RowLength {
+        row: usize,
+        found: usize,
+        declared: usize,
+    },
+    #[error("tables[0].rows[{row}][{index}] ({column}): is not a string")]
+    NotAString {
+        row: usize,
+        index: usize,
+        column: &'static str,
+    },
 }
 
 impl HeartbeatSender {
-    /// Read the senders out of the `HEARTBEAT_QUERY` result.
+    /// Read the senders out of the `HEARTBEAT_QUERY` result: whole, or an error naming the cell.
     pub fn from_export(resp: &LogQueryResponse) -> Result<Vec<Self>, HeartbeatExportError> {
         let table = resp.tables.first().ok_or(HeartbeatExportError::NoTable)?;
         let col = |name: &'static str| {
@@ -265,13 +279,21 @@ impl HeartbeatSender {
         let c_os = table.column("OSType");
         let mut out = Vec::with_capacity(table.rows.len());
         for (row, values) in table.rows.iter().enumerate() {
-            let text = |idx: usize, column: &'static str| -> Result<String, HeartbeatExportError> {
-                match values.get(idx) {
-                    Some(serde_json::Value::String(s)) => Ok(s.clone()),
-                    Some(serde_json::Value::Null) | None => Ok(String::new()),
-                    Some(_) => Err(HeartbeatExportError::NotAString { row, column }),
-                }
-            };
+            if values.len() != table.columns.len() {
+                return Err(HeartbeatExportError::RowLength {
+                    row,
+                    found: values.len(),
+                    declared: table.columns.len(),
+                });
+            }
+            let text =
+                |index: usize, column: &'static str| -> Result<String, HeartbeatExportError> {
+                    match values.get(index) {
+                        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+                        Some(serde_json::Value::Null) | None => Ok(String::new()),
+                        Some(_) => Err(HeartbeatExportError::NotAString { row, index, column }),
+                    }
+                };
             let rid = text(c_rid, "_ResourceId")?;
             out.push(HeartbeatSender {
                 computer: text(c_computer, "Computer")?,

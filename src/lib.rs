@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod cli;
 pub mod contract;
 pub mod engine;
+pub mod input_files;
 pub mod inventory;
 pub mod local;
 pub mod machine;

@@ -14,6 +14,8 @@ pub enum PlanLoadError {
         "the document is not a MigrationPlan (kind {found:?}); expected `apiVersion: amamigrator.io/v1alpha1` and `kind: MigrationPlan`"
     )]
     WrongKind { found: String },
+    #[error("apiVersion: {found:?} is not a MigrationPlan version; write `apiVersion: {expected}`")]
+    WrongApiVersion { found: String, expected: String },
     #[error("{field}: unknown data source type {value:?}; use one of: {known}")]
     UnknownDataSourceType {
         field: String,
@@ -77,6 +79,17 @@ pub fn load_plan(text: &str) -> Result<MigrationPlan, PlanLoadError> {
     if kind != "MigrationPlan" {
         return Err(PlanLoadError::WrongKind {
             found: kind.to_string(),
+        });
+    }
+    let api_version = value
+        .get("apiVersion")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let expected = <MigrationPlan as kube::Resource>::api_version(&());
+    if api_version != expected {
+        return Err(PlanLoadError::WrongApiVersion {
+            found: api_version.to_string(),
+            expected: expected.into_owned(),
         });
     }
     if let Some(sources) = value

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::api::load::load_plan;
 use crate::engine::progress::StderrProgress;
 use crate::engine::{Engine, EngineOptions, RunEnd, SystemClock};
 use crate::local::StateStore;
@@ -59,9 +58,7 @@ pub(crate) fn parse_stall_after(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.plan)
-        .with_context(|| format!("cannot read the plan {}", args.plan.display()))?;
-    let plan = load_plan(&text).with_context(|| format!("in {}", args.plan.display()))?;
+    let plan = super::read_plan_file(&args.plan)?;
     let client = args.azure.client(&args.credential)?;
     let endpoints = client.config().endpoints.clone();
     let workspace = plan.spec.workspace.clone();

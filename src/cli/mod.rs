@@ -135,16 +135,37 @@ pub fn run(args: Args) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            // A plan file refused for what it says (its schema, its fields) is a refused plan,
-            // like one the planner refuses: 1. Anything else (flags, unreadable files, credentials,
-            // the state file): 2.
-            if e.chain().any(|c| c.is::<crate::api::load::PlanLoadError>()) {
+            // A plan or input file refused for what it says (its syntax, its schema, its fields)
+            // is refused like a plan the planner refuses: 1. Anything else (flags, unreadable
+            // files, credentials, the state file): 2.
+            if e.chain().any(|c| {
+                c.is::<crate::api::load::PlanLoadError>()
+                    || c.is::<crate::plan::PlanRefused>()
+                    || c.is::<crate::input_files::InputError>()
+            }) {
                 ExitCode::from(1)
             } else {
                 ExitCode::from(2)
             }
         }
     }
+}
+
+/// Read a plan file for a command that runs it (`migrate`, `simulate`): parsed, checked against
+/// the CRD's schema, and refused for what the planner refuses with no inventory — before anything
+/// is read from Azure.
+pub(crate) fn read_plan_file(path: &std::path::Path) -> anyhow::Result<crate::api::MigrationPlan> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the plan {}", path.display()))?;
+    let plan =
+        crate::api::load::load_plan(&text).with_context(|| format!("in {}", path.display()))?;
+    let errors = crate::plan::spec_errors(&plan.spec);
+    if !errors.is_empty() {
+        return Err(crate::plan::PlanRefused(errors))
+            .with_context(|| format!("in {}", path.display()));
+    }
+    Ok(plan)
 }
 
 fn init_tracing(json: bool) {

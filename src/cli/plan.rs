@@ -4,11 +4,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::{OutputFormat, PlanArgs};
-use crate::azure::{WorkspaceDataSource, WorkspaceDataSourceList};
 use crate::catalog::LegacyConfig;
-use crate::inventory::{
-    HeartbeatSender, InventoryMachine, LogQueryResponse, ResourceGraphResponse,
-};
 use crate::plan::{PlanInput, PlanProgress, PlanReport};
 
 /// Dry-run a plan: print waves, blocked machines, flips, windows, DCRs and ETA; exit 0 when the
@@ -30,37 +26,16 @@ pub fn render(args: &PlanArgs) -> anyhow::Result<(PlanReport, String)> {
     };
     let plan = crate::api::load::load_plan(&read(&args.plan)?)
         .with_context(|| format!("in {}", args.plan.display()))?;
-    let inv: ResourceGraphResponse<InventoryMachine> =
-        serde_json::from_str(&read(&args.inventory)?).with_context(|| {
-            format!(
-                "{} is not a Resource Graph response of the inventory query (see README)",
-                args.inventory.display()
-            )
-        })?;
+    let inventory = crate::input_files::read_inventory(&read(&args.inventory)?)
+        .with_context(|| format!("in {}", args.inventory.display()))?;
     let heartbeat = match &args.heartbeat {
-        Some(p) => {
-            let resp: LogQueryResponse = serde_json::from_str(&read(p)?).with_context(|| {
-                format!("{} is not a Log Analytics query response", p.display())
-            })?;
-            HeartbeatSender::from_export(&resp).with_context(|| format!("in {}", p.display()))?
-        }
+        Some(p) => crate::input_files::read_heartbeat(&read(p)?)
+            .with_context(|| format!("in {}", p.display()))?,
         None => Vec::new(),
     };
     let legacy = match &args.datasources {
-        Some(p) => {
-            let text = read(p)?;
-            let list: Vec<WorkspaceDataSource> =
-                match serde_json::from_str::<WorkspaceDataSourceList>(&text) {
-                    Ok(l) => l.value,
-                    Err(_) => serde_json::from_str(&text).with_context(|| {
-                        format!(
-                            "{} is neither {{\"value\": [...]}} nor a list of dataSources",
-                            p.display()
-                        )
-                    })?,
-                };
-            LegacyConfig::from_data_sources(&list).with_context(|| format!("in {}", p.display()))?
-        }
+        Some(p) => crate::input_files::read_data_sources(&read(p)?)
+            .with_context(|| format!("in {}", p.display()))?,
         None => LegacyConfig::default(),
     };
     let name = plan.metadata.name.clone().unwrap_or_else(|| "plan".into());
@@ -69,7 +44,7 @@ pub fn render(args: &PlanArgs) -> anyhow::Result<(PlanReport, String)> {
     let input = PlanInput {
         plan_name: &name,
         spec: &plan.spec,
-        inventory: &inv.data,
+        inventory: &inventory,
         heartbeat: &heartbeat,
         legacy: &legacy,
         states: &states,

@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::ValueEnum;
 
-use crate::api::load::load_plan;
 use crate::engine::progress::StderrProgress;
 use crate::engine::simulate::{DEFAULT_TIME_SCALE, Simulation, request_lines};
 use crate::engine::{SimulateOptions, SimulationReport};
@@ -63,11 +62,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         scenario.machines = n;
     }
     let plan = match &args.plan {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read the plan {}", p.display()))?;
-            Some(load_plan(&text).with_context(|| format!("in {}", p.display()))?)
-        }
+        Some(p) => Some(super::read_plan_file(p)?),
         None => None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -60,3 +60,11 @@ impl PlanError {
         Self::new(kind, field, e.to_string(), "correct or remove the override")
     }
 }
+
+/// A plan file refused by [`crate::plan::spec_errors`] before anything is read from Azure.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the plan is refused:\n{}\nrun `ama-migrator plan` on it for the full report",
+    .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
+)]
+pub struct PlanRefused(pub Vec<PlanError>);

@@ -22,7 +22,7 @@ use crate::api::plan::{Agent, MigrationPlanSpec, Risk, Scope};
 use crate::catalog::{Catalog, DataSourceType, LegacyConfig, OsFamily};
 use crate::inventory::{HeartbeatSender, InventoryMachine};
 
-pub use errors::{PlanError, PlanErrorKind};
+pub use errors::{PlanError, PlanErrorKind, PlanRefused};
 pub use fleet::{BlockReason, Lane};
 pub use report::{EtaAssumptions, PlanReport};
 pub use typeset::TypeSet;
@@ -223,15 +223,7 @@ pub struct DcrPlan {
 
 /// Run the planner.
 pub fn plan(input: &PlanInput<'_>) -> PlanOutcome {
-    let mut errors = validate::validate_spec(input.spec);
-    let catalog = match Catalog::with_overrides(&input.spec.catalog_overrides) {
-        Ok(c) => c,
-        Err(e) => {
-            errors.push(PlanError::from_catalog(&e));
-            Catalog::builtin()
-        }
-    };
-    errors.extend(validate::validate_support(input.spec, &catalog));
+    let (mut errors, catalog) = spec_checks(input.spec);
     errors.extend(validate::validate_shared_streams(input));
     let fleet = fleet::Fleet::build(input, &catalog);
     errors.extend(validate::validate_claims(input, &fleet));
@@ -256,6 +248,25 @@ pub fn plan(input: &PlanInput<'_>) -> PlanOutcome {
     }
     outcome.errors = errors;
     outcome
+}
+
+/// What the plan refuses on its own, with no inventory: `migrate` and `simulate` refuse a plan
+/// with any of these before they read Azure; [`plan`] reports them with the rest.
+pub fn spec_errors(spec: &MigrationPlanSpec) -> Vec<PlanError> {
+    spec_checks(spec).0
+}
+
+fn spec_checks(spec: &MigrationPlanSpec) -> (Vec<PlanError>, Catalog) {
+    let mut errors = validate::validate_spec(spec);
+    let catalog = match Catalog::with_overrides(&spec.catalog_overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            errors.push(PlanError::from_catalog(&e));
+            Catalog::builtin()
+        }
+    };
+    errors.extend(validate::validate_support(spec, &catalog));
+    (errors, catalog)
 }
 
 /// The plan data sources that apply to `os`, with their indices.

@@ -334,10 +334,19 @@ impl PlanReport {
                 *first_actions.entry(k).or_insert(0) += 1;
             }
         }
+        let mut errors: Vec<String> = outcome.errors.iter().map(|e| e.to_string()).collect();
+        if outcome.machines.is_empty() {
+            // As the engine does (`NoMachinesInScope`): nothing to migrate is a mistake in the
+            // scope or the inventory, not a plan that is done.
+            errors.push(format!(
+                "spec.scope: selects none of the {} machine(s) in the inventory; fix: correct spec.scope (subscriptions, resourceGroups, tagSelector, kinds, excludes), or export the inventory from the subscriptions the plan names",
+                input.inventory.len()
+            ));
+        }
         PlanReport {
             plan: input.plan_name.to_string(),
-            valid: !outcome.refused(),
-            errors: outcome.errors.iter().map(|e| e.to_string()).collect(),
+            valid: errors.is_empty(),
+            errors,
             machines_in_scope: outcome.machines.len(),
             waves,
             keep_legacy,
