@@ -42,7 +42,7 @@ fn machine(name: &str, wave: &str) -> MachineMigration {
 }
 
 /// The plan's Blocked message: long (every sender named), shown whole by `status`.
-const FLIP_MESSAGE: &str = "legacy flips wait for senders nothing covers; cover each (add it to spec.scope so it gets AMA, or fix the in-scope machine) or accept losing that stream on it by naming it in spec.legacy.flip.acceptedUncoveredSenders: WindowsSecurityEvents (4 sender(s): /subscriptions/s9/resourcegroups/rg/providers/microsoft.compute/virtualmachines/outside-1, /subscriptions/s9/resourcegroups/rg/providers/microsoft.compute/virtualmachines/outside-2, onprem-dc-01, onprem-dc-02)";
+const FLIP_MESSAGE: &str = "legacy flips wait for senders nothing covers; cover each (bring it into spec.scope so it gets AMA, or fix the in-scope machine) or accept losing that stream from it by naming it in spec.legacy.flip.acceptedUncoveredSenders: WindowsSecurityEvents (4 sender(s): /subscriptions/s9/resourcegroups/rg/providers/microsoft.compute/virtualmachines/outside-1, /subscriptions/s9/resourcegroups/rg/providers/microsoft.compute/virtualmachines/outside-2, onprem-dc-01, onprem-dc-02)";
 
 /// A plan in wave-1 with 6 machines: 2 done, 1 installing (op in flight), 2 failed, 1 blocked.
 fn build_state(path: &std::path::Path) {

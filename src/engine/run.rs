@@ -1437,7 +1437,7 @@ fn update_plan_status(
             cstatus::TRUE,
             reasons::FLIP_WAITING_FOR_SENDERS,
             format!(
-                "legacy flips wait for senders nothing covers; cover each (add it to spec.scope so it gets AMA, or fix the in-scope machine) or accept losing that stream on it by naming it in spec.legacy.flip.acceptedUncoveredSenders: {}",
+                "legacy flips wait for senders nothing covers; cover each (bring it into spec.scope so it gets AMA, or fix the in-scope machine) or accept losing that stream from it by naming it in spec.legacy.flip.acceptedUncoveredSenders: {}",
                 blocked_flips.join("; ")
             ),
             None,
