@@ -160,10 +160,16 @@ impl LinesState {
     }
 
     fn summary(&mut self) {
-        if let Some(s) = &self.last {
-            let line = summary_line(s, &self.client.metrics());
-            self.write(&line);
-        }
+        let arm = self.client.metrics();
+        let line = match &self.last {
+            Some(s) => summary_line(s, &arm),
+            // The first pass (discovery of a large inventory) can take minutes.
+            None => format!(
+                "machines: not counted yet (first pass: discovery); ARM: {} reads, {} writes, {} deletes, {} throttled",
+                arm.reads, arm.writes, arm.deletes, arm.throttled
+            ),
+        };
+        self.write(&line);
     }
 }
 
@@ -341,6 +347,69 @@ mod tests {
             next[0]
                 .starts_with("wave canary waits for approval: run again with `--approve canary`"),
             "{next:?}"
+        );
+    }
+
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_print_a_summary_per_interval_from_their_timer_and_a_last_one_at_finish() {
+        let endpoints = crate::azure::Endpoints {
+            arm: "http://127.0.0.1:9/".parse().unwrap(),
+            log_analytics: "http://127.0.0.1:9/".parse().unwrap(),
+        };
+        let client = ArmClient::new(crate::azure::ClientConfig::new(
+            endpoints,
+            crate::azure::CredentialConfig::None,
+        ))
+        .unwrap();
+        let out = Captured::default();
+        let lines = Lines::start(client, Duration::from_millis(100), Box::new(out.clone()));
+        // Before any pass: the timer still says something.
+        std::thread::sleep(Duration::from_millis(150));
+        lines.update(&snap(&[("canary", WavePhase::Progressing)]));
+        std::thread::sleep(Duration::from_millis(250));
+        lines.finish();
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let body: Vec<&str> = text
+            .lines()
+            .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest))
+            .collect();
+        assert!(
+            body[0].starts_with("machines: not counted yet (first pass: discovery); ARM: 0 reads"),
+            "{text}"
+        );
+        assert!(
+            body.contains(&"wave canary started (1/2 machines finished)"),
+            "{text}"
+        );
+        let summaries = body
+            .iter()
+            .filter(|l| l.starts_with("machines: 3/4 done"))
+            .count();
+        // Two or three from the timer in 250 ms at 100 ms, one from finish.
+        assert!(summaries >= 3, "{text}");
+        let after = text.lines().count();
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(
+            String::from_utf8(out.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .count(),
+            after,
+            "the timer stopped at finish"
         );
     }
 

@@ -79,7 +79,7 @@ pub(super) fn stall_reason(f: &StallFacts<'_>) -> Option<String> {
             .iter()
             .any(|w| w.starts_with("failure budget exceeded"));
         why.push(format!(
-            "{} machine(s) failed ({}): {}; fix the cause (`ama-migrator status` shows each machine's error), then retry them by setting annotation amamigrator.io/retry to a new value on their MachineMigrations{}",
+            "{} machine(s) failed ({}): {}; fix the cause (`ama-migrator status` shows each machine's error), then retry them: in Kubernetes set annotation amamigrator.io/retry to a new value on their MachineMigrations (local `migrate` has no retry command yet){}",
             failed.len(),
             codes.join(", "),
             names(failed.iter().map(|r| short(&r.key()))),
