@@ -447,9 +447,26 @@ fn data_source_schema() -> Value {
     })
 }
 
-/// Read the dataSources file (`{"value": [...]}` as ARM lists them, or a plain list) into the
-/// workspace's legacy collection settings.
+/// Read the dataSources file: `{"value": [...]}` as ARM lists them, or a plain list.
+pub fn read_data_source_list(text: &str) -> Result<Vec<WorkspaceDataSource>, InputError> {
+    read_list(text).map(|(list, _)| list)
+}
+
+/// Read the dataSources file into the workspace's legacy collection settings.
 pub fn read_data_sources(text: &str) -> Result<LegacyConfig, InputError> {
+    let (list, prefix) = read_list(text)?;
+    LegacyConfig::from_data_sources(&list).map_err(|e| {
+        InputError::value(
+            InputKind::DataSources,
+            format!("{prefix}[{}]", e.index),
+            format!("({}, kind {}): {}", e.name, e.kind, e.problem),
+            "correct the dataSource, or list the workspace's dataSources again",
+        )
+    })
+}
+
+/// The list and the path prefix of its entries (`value` or none).
+fn read_list(text: &str) -> Result<(Vec<WorkspaceDataSource>, &'static str), InputError> {
     let kind = InputKind::DataSources;
     let doc = parse_json(kind, text)?;
     let items_schema = data_source_schema();
@@ -497,14 +514,7 @@ pub fn read_data_sources(text: &str) -> Result<LegacyConfig, InputError> {
         })?;
         list.push(ds);
     }
-    LegacyConfig::from_data_sources(&list).map_err(|e| {
-        InputError::value(
-            kind,
-            format!("{prefix}[{}]", e.index),
-            format!("({}, kind {}): {}", e.name, e.kind, e.problem),
-            "correct the dataSource, or list the workspace's dataSources again",
-        )
-    })
+    Ok((list, prefix))
 }
 
 #[cfg(test)]

@@ -25,7 +25,8 @@ struct Case {
     name: String,
     /// plan, inventory, heartbeat or datasources: which file is bad.
     input: String,
-    /// `plan` (default), `migrate` or `simulate`: the command the bad file is given to.
+    /// `plan` (default), `migrate`, `simulate`, `dcr` (`dcr from-workspace`) or `bare` (only
+    /// `args`): the command the bad file is given to.
     #[serde(default)]
     command: Option<String>,
     /// JSON pointer → value, applied to the example document.
@@ -221,6 +222,9 @@ fn command(case: &Case, file: &Path, dir: &Path) -> Command {
         }
         "simulate" => {
             c.args(["simulate", "--machines", "4", "--plan"]).arg(file);
+        }
+        "dcr" => {
+            c.args(["dcr", "from-workspace", "--datasources"]).arg(file);
         }
         "bare" => {}
         other => panic!("unknown command {other:?}"),

@@ -214,12 +214,15 @@ fn custom_logs_without_an_endpoint_are_reported_not_converted() {
 #[test]
 fn malformed_input_names_the_entry() {
     let cases = [
-        ("not json", "not JSON"),
-        ("{\"values\": []}", "without \"value\""),
-        ("[{\"kind\": \"WindowsEvent\"}]", "dataSources[0]"),
+        ("not json", "not valid JSON"),
+        ("{\"values\": []}", "did you mean \"value\""),
+        (
+            "[{\"kind\": \"WindowsEvent\"}]",
+            "[0].properties: is required",
+        ),
         (
             "[{\"kind\": \"IISLogs\", \"properties\": {}}, {\"kind\": 3, \"properties\": {}}]",
-            "dataSources[1]",
+            "[1].kind",
         ),
         (
             "[{\"name\": \"sys\", \"kind\": \"WindowsEvent\", \"properties\": {\"eventTypes\": []}}]",

@@ -266,8 +266,8 @@ async fn a_failed_machine_completes_after_its_fault_is_fixed_and_retry_failed() 
         [{"name": "all", "maxRisk": "High", "gates": {"minSuccessRatio": 0.5}}]
     ))
     .unwrap();
-    plan.spec.rollout.failure_budget = serde_json::from_value(serde_json::json!({"maxFailed": 3}))
-        .unwrap();
+    plan.spec.rollout.failure_budget =
+        serde_json::from_value(serde_json::json!({"maxFailed": 3})).unwrap();
     // The machine to fail: one the plan moves to AMA.
     let victim = sim
         .ledger_pairs(None, None)
@@ -293,16 +293,19 @@ async fn a_failed_machine_completes_after_its_fault_is_fixed_and_retry_failed() 
             .and_then(|m| m.status.and_then(|s| s.step))
     };
 
+    // The first run: the victim fails at once and the plan cannot switch its streams off while
+    // it still sends through the legacy agent alone; it stalls, saying how to retry.
     let first = migrate(&sim, &plan_path, &state)
-        .args(["--max-attempts", "1"])
+        .args(["--max-attempts", "1", "--stall-after", "5s"])
         .output()
         .unwrap();
-    let first_err = String::from_utf8_lossy(&first.stderr);
+    let first_out = String::from_utf8_lossy(&first.stdout);
+    assert_eq!(first.status.code(), Some(1), "{first_out}");
+    assert!(first_out.contains("--retry-failed"), "{first_out}");
     assert_eq!(
         step_of(&victim_name),
         Some(ama_migrator::api::machine::MachineStep::Failed),
-        "first run: {:?}\n{first_err}",
-        first.status
+        "{first_out}"
     );
 
     // A retry naming no machine of the plan: refused, nothing sent.
@@ -317,7 +320,11 @@ async fn a_failed_machine_completes_after_its_fault_is_fixed_and_retry_failed() 
         wrong_err.contains("--retry \"no-such-vm\"") && wrong_err.contains("status --state"),
         "{wrong_err}"
     );
-    assert_eq!(sim.request_log().len(), sent, "nothing sent for a wrong --retry");
+    assert_eq!(
+        sim.request_log().len(),
+        sent,
+        "nothing sent for a wrong --retry"
+    );
 
     // The cause is fixed; the failed machine is retried and completes.
     sim.clear_faults();

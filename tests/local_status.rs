@@ -41,6 +41,9 @@ fn machine(name: &str, wave: &str) -> MachineMigration {
     .unwrap()
 }
 
+/// The plan's Blocked message: long (every sender named), shown whole by `status`.
+const FLIP_MESSAGE: &str = "legacy flips wait for senders nothing covers; cover each (bring it into spec.scope so it gets AMA, or fix the in-scope machine) or accept losing that stream from it by naming it in spec.legacy.flip.acceptedUncoveredSenders: WindowsSecurityEvents (4 sender(s): /subscriptions/s9/resourcegroups/rg/providers/microsoft.compute/virtualmachines/outside-1, /subscriptions/s9/resourcegroups/rg/providers/microsoft.compute/virtualmachines/outside-2, onprem-dc-01, onprem-dc-02)";
+
 /// A plan in wave-1 with 6 machines: 2 done, 1 installing (op in flight), 2 failed, 1 blocked.
 fn build_state(path: &std::path::Path) {
     let store = StateStore::open(path).unwrap();
@@ -61,6 +64,24 @@ fn build_state(path: &std::path::Path) {
     let status = plan.status.get_or_insert_with(Default::default);
     status.phase = Some(PlanPhase::Progressing);
     status.current_wave = Some("wave-1".into());
+    set_condition(
+        &mut status.conditions,
+        types::PROGRESSING,
+        status::TRUE,
+        reasons::WAVE_IN_PROGRESS,
+        "migrating; current wave: wave-1",
+        None,
+        Time(ts(0)),
+    );
+    set_condition(
+        &mut status.conditions,
+        types::BLOCKED,
+        status::TRUE,
+        reasons::FLIP_WAITING_FOR_SENDERS,
+        FLIP_MESSAGE,
+        None,
+        Time(ts(0)),
+    );
     let plan = store.update(&plan, 1).unwrap();
 
     let with = |name: &str, wave: &str, step: MachineStep, agents: &str, senders: &[Agent]| {
@@ -194,6 +215,15 @@ fn status_json_reports_the_tracker_per_plan() {
     assert_eq!(plan["phase"], "Progressing");
     assert_eq!(plan["current_wave"], "wave-1");
     assert_eq!(plan["legacy_settings_changed"], 1);
+    assert_eq!(
+        plan["conditions"],
+        json!([
+            {"type": "Progressing", "status": "True", "reason": "WaveInProgress",
+             "message": "migrating; current wave: wave-1"},
+            {"type": "Blocked", "status": "True", "reason": "LegacyFlipWaitingForSenders",
+             "message": FLIP_MESSAGE}
+        ])
+    );
     let t = &plan["tracker"];
     assert_eq!(t["machines"], 6);
     assert_eq!(t["completed"], 2);
@@ -250,6 +280,21 @@ fn status_table_is_the_default() {
     assert!(squeeze("VMExtensionProvisioningError").contains("vm-4, vm-5"));
     assert!(squeeze("MissingIdentity").contains("vm-6"));
     assert!(stdout.contains("Legacy settings changed (restorable): 1"));
+    // The conditions follow the plan line, each with its whole message.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[1], "Conditions:", "{stdout}");
+    assert_eq!(
+        squeeze("Progressing"),
+        "Progressing True WaveInProgress migrating; current wave: wave-1"
+    );
+    let blocked = lines
+        .iter()
+        .find(|l| l.trim_start().starts_with("Blocked"))
+        .unwrap_or_else(|| panic!("no Blocked line in\n{stdout}"));
+    assert!(
+        blocked.ends_with(&format!("LegacyFlipWaitingForSenders  {FLIP_MESSAGE}")),
+        "{blocked}"
+    );
     assert!(
         stdout.contains(
             "ARM operations: 3 journaled, 1 succeeded, 1 failed, 0 abandoned, 1 in flight"

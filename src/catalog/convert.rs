@@ -10,18 +10,8 @@ use crate::azure::WorkspaceDataSource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
-    #[error(
-        "the dataSources file is not JSON: {0}; expected the list response {{\"value\": [...]}} or a plain array"
-    )]
-    NotJson(serde_json::Error),
-    #[error(
-        "the dataSources file holds {found}; expected the list response {{\"value\": [...]}} or a plain array"
-    )]
-    WrongShape { found: &'static str },
-    #[error(
-        "dataSources[{index}]: {problem}; each entry needs \"kind\" (string) and \"properties\" (object)"
-    )]
-    BadEntry { index: usize, problem: String },
+    #[error(transparent)]
+    Input(#[from] crate::input_files::InputError),
     #[error(transparent)]
     Legacy(#[from] LegacyConfigError),
     #[error(
@@ -32,49 +22,10 @@ pub enum ConvertError {
     Dcr(#[from] DcrError),
 }
 
-/// Parse a dataSources list: `{"value": [...]}` as ARM returns it, or a plain array.
+/// Parse a dataSources list: `{"value": [...]}` as ARM returns it, or a plain array (the one
+/// reader of that file, `input_files`, with its checks and paths).
 pub fn parse_data_sources(text: &str) -> Result<Vec<WorkspaceDataSource>, ConvertError> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(ConvertError::NotJson)?;
-    let items = match &v {
-        serde_json::Value::Array(a) => a.clone(),
-        serde_json::Value::Object(o) => match o.get("value") {
-            Some(serde_json::Value::Array(a)) => a.clone(),
-            Some(_) => {
-                return Err(ConvertError::WrongShape {
-                    found: "a \"value\" that is not an array",
-                });
-            }
-            None => {
-                return Err(ConvertError::WrongShape {
-                    found: "an object without \"value\"",
-                });
-            }
-        },
-        serde_json::Value::Null => return Err(ConvertError::WrongShape { found: "null" }),
-        _ => return Err(ConvertError::WrongShape { found: "a scalar" }),
-    };
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(index, item)| {
-            if !item.get("kind").is_some_and(|k| k.is_string()) {
-                return Err(ConvertError::BadEntry {
-                    index,
-                    problem: "\"kind\" is missing or not a string".into(),
-                });
-            }
-            if !item.get("properties").is_some_and(|p| p.is_object()) {
-                return Err(ConvertError::BadEntry {
-                    index,
-                    problem: "\"properties\" is missing or not an object".into(),
-                });
-            }
-            serde_json::from_value(item).map_err(|e| ConvertError::BadEntry {
-                index,
-                problem: e.to_string(),
-            })
-        })
-        .collect()
+    Ok(crate::input_files::read_data_source_list(text)?)
 }
 
 /// The workspace ID the dataSource IDs belong to (`.../workspaces/<ws>/dataSources/<name>`).

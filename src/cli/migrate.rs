@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::engine::progress::Bars;
+use crate::engine::progress::StderrProgress;
 use crate::engine::state::EngineState;
 use crate::engine::{Engine, EngineOptions, RunEnd, SystemClock};
 use crate::local::StateStore;
@@ -47,6 +47,26 @@ pub struct MigrateArgs {
     /// Seconds between two bulk verification queries (one Log Analytics query per round).
     #[arg(long, default_value_t = 60)]
     pub verify_interval_seconds: u64,
+    /// How long the run may sit with nothing to do and nothing running before it ends as
+    /// stalled (exit 1) with what a person must do: seconds (`90`) or a duration (`30m`, `1h30m`).
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_stall_after)]
+    pub stall_after: Duration,
+    /// Without a terminal on stderr: seconds between two progress summary lines (a line also
+    /// comes whenever a wave changes phase). On a terminal, live bars are drawn instead.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub progress_interval_seconds: u64,
+}
+
+/// `--stall-after`: plain seconds (`90`) or a duration as plans write them (`30m`, `1h30m`).
+pub(crate) fn parse_stall_after(text: &str) -> Result<Duration, String> {
+    let d = match text.trim().parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => crate::api::duration::parse_duration(text).map_err(|e| e.to_string())?,
+    };
+    if d.is_zero() {
+        return Err("must be at least 1 second".into());
+    }
+    Ok(d)
 }
 
 pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
@@ -79,6 +99,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
             approvals: args.approve.clone(),
             verify_interval: Duration::from_secs(args.verify_interval_seconds.max(1)),
             max_attempts: args.max_attempts,
+            stall_after: args.stall_after,
             ..EngineOptions::default()
         };
         let mut engine = Engine::new(
@@ -87,10 +108,11 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
             Arc::new(SystemClock),
             options,
         );
-        let bars = Bars::for_stderr(client).map(Arc::new);
-        if let Some(b) = &bars {
-            engine.progress = Some(b.clone());
-        }
+        let progress = Arc::new(StderrProgress::new(
+            client,
+            Duration::from_secs(args.progress_interval_seconds),
+        ));
+        engine.progress = Some(progress.clone());
         let stop = engine.stop.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -99,9 +121,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
             }
         });
         let end = engine.run(plan).await;
-        if let Some(b) = &bars {
-            b.finish();
-        }
+        progress.finish();
         let end = match end {
             Ok(end) => end,
             Err(e) => return Ok(engine_failure(&e, &endpoints, &workspace)),
@@ -206,4 +226,23 @@ fn retry_machines(
         retried.push(machine_name);
     }
     Ok(retried)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stall_after_takes_seconds_or_a_duration() {
+        assert_eq!(parse_stall_after("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_stall_after("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_stall_after("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_stall_after("0").is_err());
+        assert!(parse_stall_after("0s").is_err());
+        assert!(
+            parse_stall_after("soon")
+                .unwrap_err()
+                .contains("e.g. \"30m\"")
+        );
+    }
 }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub mod azure_args;
 mod crd;
 mod dcr;
+pub mod exit_codes;
 mod migrate;
 mod plan;
 mod rollback;
@@ -26,7 +27,9 @@ pub use status::StatusArgs;
 #[command(
     name = "ama-migrator",
     version,
-    about = "Migrate Azure VMs and Arc servers from the Log Analytics agent to the Azure Monitor Agent, one agent per data source"
+    about = "Migrate Azure VMs and Arc servers from the Log Analytics agent to the Azure Monitor Agent, one agent per data source",
+    after_help = "Exit status: 0 ok; 1 refused plan or input file, stalled, or incomplete (violations, machines not rolled back, leadership lost); 2 usage or setup error; 3 stopped by ctrl-c; 4 engine error (--help: per command)",
+    after_long_help = exit_codes::help_text()
 )]
 pub struct Args {
     /// Log as JSON lines instead of human-readable text.
@@ -142,6 +145,7 @@ pub fn run(args: Args) -> ExitCode {
                 c.is::<crate::api::load::PlanLoadError>()
                     || c.is::<crate::plan::PlanRefused>()
                     || c.is::<crate::input_files::InputError>()
+                    || c.is::<crate::catalog::convert::ConvertError>()
             }) {
                 ExitCode::from(1)
             } else {

@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
 
-use crate::engine::progress::Bars;
+use crate::engine::progress::StderrProgress;
 use crate::engine::simulate::{DEFAULT_TIME_SCALE, Simulation, request_lines};
 use crate::engine::{SimulateOptions, SimulationReport};
 use crate::local::tracker::render_columns;
@@ -40,6 +41,13 @@ pub struct SimulateArgs {
     /// Write every ARM request (method, path, query, body) to this file as JSON lines.
     #[arg(long)]
     pub record_requests: Option<PathBuf>,
+    /// How long the run may sit with nothing to do before it ends as stalled, in simulated time
+    /// (the engine runs on the simulator's clock): seconds (`90`) or a duration (`45m`).
+    #[arg(long, value_name = "DURATION", default_value = "45m", value_parser = super::migrate::parse_stall_after)]
+    pub stall_after: Duration,
+    /// Without a terminal on stderr: real seconds between two progress summary lines.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub progress_interval_seconds: u64,
 }
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
@@ -66,17 +74,17 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             scenario,
             plan,
             state: args.state.clone(),
+            stall_after: args.stall_after,
             ..SimulateOptions::default()
         };
         let mut sim = Simulation::start(options).await?;
-        let bars = Bars::for_stderr(sim.client.clone()).map(Arc::new);
-        if let Some(b) = &bars {
-            sim.options.progress = Some(b.clone());
-        }
+        let progress = Arc::new(StderrProgress::new(
+            sim.client.clone(),
+            Duration::from_secs(args.progress_interval_seconds),
+        ));
+        sim.options.progress = Some(progress.clone());
         let ran = sim.run(None).await;
-        if let Some(b) = &bars {
-            b.finish();
-        }
+        progress.finish();
         if let Err(e) = ran {
             let endpoints = sim.client.config().endpoints.clone();
             let code = super::migrate::engine_failure(&e, &endpoints, &sim.plan.spec.workspace);

@@ -44,9 +44,22 @@ pub struct PlanStatus {
     pub current_wave: Option<String>,
     pub paused: bool,
     pub dry_run: bool,
+    /// The plan's status conditions (`Ready`, `Progressing`, `Degraded`, `Blocked`) with their
+    /// full messages: what blocks the plan and what to do.
+    pub conditions: Vec<PlanCondition>,
     pub tracker: TrackerSummary,
     /// Workspace legacy settings changed and not yet restored.
     pub legacy_settings_changed: usize,
+}
+
+/// One condition of a plan's status, as `kubectl describe` shows it.
+#[derive(Debug, Serialize)]
+pub struct PlanCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    pub reason: String,
+    pub message: String,
 }
 
 /// ARM writes the engine journaled.
@@ -92,6 +105,16 @@ pub fn build_report(store: &StateStore) -> Result<StatusReport, StoreError> {
             plans.push(PlanStatus {
                 legacy_settings_changed: s.legacy_changes(&namespace, &name, false)?.len(),
                 tracker: tracker::summarize(&machines),
+                conditions: status
+                    .conditions
+                    .iter()
+                    .map(|c| PlanCondition {
+                        type_: c.type_.clone(),
+                        status: c.status.clone(),
+                        reason: c.reason.clone(),
+                        message: c.message.clone(),
+                    })
+                    .collect(),
                 phase: status.phase,
                 current_wave: status.current_wave,
                 paused: plan.spec.paused,
@@ -160,6 +183,22 @@ pub fn render_table(report: &StatusReport) -> String {
                 format!("  ({})", flags.join(", "))
             }
         ));
+        if !plan.conditions.is_empty() {
+            out.push_str("Conditions:\n");
+            let rows: Vec<Vec<String>> = plan
+                .conditions
+                .iter()
+                .map(|c| {
+                    vec![
+                        format!("  {}", c.type_),
+                        c.status.clone(),
+                        c.reason.clone(),
+                        c.message.clone(),
+                    ]
+                })
+                .collect();
+            out.push_str(&tracker::render_columns(&rows));
+        }
         out.push_str(&tracker::render_table(&plan.tracker));
         if plan.legacy_settings_changed > 0 {
             out.push_str(&format!(

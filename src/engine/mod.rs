@@ -37,6 +37,7 @@ pub mod record;
 pub mod rollback;
 pub mod run;
 pub mod simulate;
+mod stall;
 pub mod state;
 pub mod status;
 pub mod verify;

@@ -113,6 +113,8 @@ pub struct Snapshot {
     pub by_step: BTreeMap<String, usize>,
     /// Per wave: (name, members, finished).
     pub waves: Vec<(String, usize, usize)>,
+    /// Per wave: (name, phase) as the plan's status has it after this pass.
+    pub wave_phases: Vec<(String, WavePhase)>,
     pub flipped: Vec<DataSourceType>,
     pub writes: u64,
     pub in_flight: usize,
@@ -837,6 +839,11 @@ impl Engine {
             if let Some(p) = &self.progress {
                 let mut s = snapshot;
                 s.writes = self.writes();
+                s.wave_phases = plan_obj
+                    .status
+                    .as_ref()
+                    .map(|st| st.waves.iter().map(|w| (w.name.clone(), w.phase)).collect())
+                    .unwrap_or_default();
                 p.update(&s);
             }
 
@@ -879,20 +886,36 @@ impl Engine {
                     return Ok(RunEnd::Completed);
                 }
                 if since + self.options.stall_after.as_secs() as i64 <= now_s {
-                    let mut reason = stall_reason(&outcome, &records);
                     // A wave that only waits for a person says so first, with what to do.
                     let awaiting = awaiting_approval(&spec, &outcome, &prec, now_s);
-                    let code = if awaiting.is_empty() {
-                        "Stalled"
+                    let parity: Vec<Option<bool>> =
+                        prec.waves.iter().map(|w| w.parity_ok).collect();
+                    let causes = super::stall::stall_reason(&super::stall::StallFacts {
+                        spec: &spec,
+                        outcome: &outcome,
+                        records: &records,
+                        parity: &parity,
+                        awaiting_approval: &awaiting,
+                        finished: machine_finished,
+                    });
+                    let (code, reason) = if awaiting.is_empty() {
+                        (
+                            "Stalled",
+                            causes.unwrap_or_else(|| super::stall::NO_CAUSE.to_string()),
+                        )
                     } else {
                         let name = plan_obj.metadata.name.as_deref().unwrap_or("NAME");
-                        reason = format!(
-                            "wave {} finished and waits for approval: `kubectl annotate migrationplan/{name} amamigrator.io/approve-wave={}` (or `migrate --approve {}`); {reason}",
+                        let approve = format!(
+                            "wave {} finished and waits for approval: `kubectl annotate migrationplan/{name} amamigrator.io/approve-wave={}` (or run `migrate` again with `--approve {}`)",
                             awaiting.join(", "),
                             awaiting.join(","),
                             awaiting.join(" --approve ")
                         );
-                        reasons::AWAITING_APPROVAL
+                        let reason = match causes {
+                            Some(more) => format!("{approve}; {more}"),
+                            None => approve,
+                        };
+                        (reasons::AWAITING_APPROVAL, reason)
                     };
                     set_plan_phase(&mut plan_obj, PlanPhase::Blocked, code, reason.clone(), now);
                     self.save_plan(&mut plan_obj, &prec, &counts(&outcome, &records, &catalog))?;
@@ -1383,16 +1406,17 @@ fn update_plan_status(
         .iter()
         .filter(|f| !f.flipped && f.never.is_none() && !f.ready)
         .map(|f| {
+            let unnamed = f.blocking_total.saturating_sub(f.blocking_senders.len());
             format!(
-                "{} (blocked by {} sender(s), e.g. {})",
+                "{} ({} sender(s): {}{})",
                 f.ds_type,
                 f.blocking_total,
-                f.blocking_senders
-                    .iter()
-                    .take(5)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                f.blocking_senders.join(", "),
+                if unnamed > 0 {
+                    format!(" and {unnamed} more")
+                } else {
+                    String::new()
+                }
             )
         })
         .collect();
@@ -1413,7 +1437,7 @@ fn update_plan_status(
             cstatus::TRUE,
             reasons::FLIP_WAITING_FOR_SENDERS,
             format!(
-                "legacy flips wait for uncovered senders: {}",
+                "legacy flips wait for senders nothing covers; cover each (bring it into spec.scope so it gets AMA, or fix the in-scope machine) or accept losing that stream from it by naming it in spec.legacy.flip.acceptedUncoveredSenders: {}",
                 blocked_flips.join("; ")
             ),
             None,
@@ -1603,76 +1627,6 @@ fn soaking(spec: &crate::api::MigrationPlanSpec, prec: &PlanRecord, now_s: i64) 
         .iter()
         .zip(&prec.waves)
         .any(|(w, r)| r.finished_at.is_some_and(|f| f + soak_secs(w) > now_s))
-}
-
-fn stall_reason(outcome: &PlanOutcome, records: &BTreeMap<String, MachineRecord>) -> String {
-    let mut why = Vec::new();
-    for f in outcome
-        .flips
-        .iter()
-        .filter(|f| !f.flipped && f.never.is_none() && !f.ready)
-    {
-        why.push(format!("the legacy flip of {} waits for {} uncovered sender(s) (e.g. {}); cover them or name them in spec.legacy.flip.acceptedUncoveredSenders", f.ds_type, f.blocking_total, f.blocking_senders.iter().take(3).cloned().collect::<Vec<_>>().join(", ")));
-    }
-    for w in outcome
-        .waves
-        .iter()
-        .filter(|w| w.admitted && !w.gate_passed)
-    {
-        why.push(format!(
-            "wave {} has not passed its gates (success ratio, parity, soak or manual approval)",
-            w.name
-        ));
-    }
-    let failed = records.values().filter(|r| r.progress.failed).count();
-    if failed > 0 {
-        why.push(format!("{failed} machine(s) failed"));
-    }
-    why.extend(
-        outcome
-            .warnings
-            .iter()
-            .filter(|w| w.starts_with("failure budget"))
-            .cloned(),
-    );
-    let stuck: Vec<String> = outcome
-        .machines
-        .iter()
-        .filter(|d| !machine_finished(d) && d.blocked.is_empty())
-        .filter(|d| records.get(&d.key).is_some_and(|r| !r.progress.failed))
-        .take(3)
-        .map(|d| {
-            let name = d.key.rsplit('/').next().unwrap_or(&d.key);
-            let open: Vec<String> = d
-                .assignments
-                .iter()
-                .filter(|a| a.unservable.is_some() || a.desired_now != a.target)
-                .map(|a| {
-                    format!(
-                        "{} now {:?} target {:?}{}",
-                        a.ds_type,
-                        a.desired_now,
-                        a.target,
-                        a.unservable.map(|u| format!(" ({u})")).unwrap_or_default()
-                    )
-                })
-                .collect();
-            format!(
-                "{name}: may_proceed={} actions={:?} {}",
-                d.may_proceed,
-                d.actions,
-                open.join(", ")
-            )
-        })
-        .collect();
-    if !stuck.is_empty() {
-        why.push(format!("machines not done, e.g. {}", stuck.join(" | ")));
-    }
-    if why.is_empty() {
-        "nothing can progress".into()
-    } else {
-        why.join("; ")
-    }
 }
 
 /// Agents that were there before the plan started count as installed (from the inventory).

@@ -47,6 +47,8 @@ pub struct SimulateOptions {
     /// Real time between engine passes.
     pub tick: Duration,
     pub progress: Option<Arc<dyn ProgressSink>>,
+    /// Idle time before the run ends as stalled (simulated clock).
+    pub stall_after: Duration,
 }
 
 impl std::fmt::Debug for dyn ProgressSink {
@@ -67,6 +69,7 @@ impl Default for SimulateOptions {
             stop: None,
             tick: Duration::from_millis(20),
             progress: None,
+            stall_after: Duration::from_secs(45 * 60),
         }
     }
 }
@@ -366,7 +369,7 @@ impl Simulation {
             auto_approve: self.auto_approve,
             verify_interval: Duration::from_secs(180),
             poll_interval: Duration::from_secs(60),
-            stall_after: Duration::from_secs(45 * 60),
+            stall_after: self.options.stall_after,
             stop_after_writes: stop.map(|StopPoint::AfterWrites(n)| n),
             ..EngineOptions::default()
         };
