@@ -728,10 +728,28 @@ impl Cluster {
     }
 
     /// One object of this namespace, or `None` when it does not exist.
+    /// The object, or `None` when the server says it does not exist (404). A transient answer
+    /// (no answer, 429, 5xx — an API server under load) is asked again, up to 8 times, so a busy
+    /// machine does not read as a deleted object.
     pub fn object(&self, collection: &str, name: &str) -> Option<serde_json::Value> {
         let path = format!("{}/{name}", self.namespaced(collection));
-        let (code, obj) = self.send("GET", &path, "application/json", None);
-        (code == 200).then_some(obj)
+        let mut last = (0, serde_json::Value::Null);
+        for attempt in 0..8u64 {
+            let (code, obj) = self.send("GET", &path, "application/json", None);
+            match code {
+                200 => return Some(obj),
+                404 => return None,
+                _ => {
+                    last = (code, obj);
+                    std::thread::sleep(std::time::Duration::from_millis(250 * (attempt + 1)));
+                }
+            }
+        }
+        eprintln!(
+            "GET {path}: no answer but {} after 8 tries: {}",
+            last.0, last.1
+        );
+        None
     }
 
     /// Creates an object as `kubectl create` does; a `status` it carries is then written through
