@@ -49,7 +49,7 @@ impl InputKind {
                 "export it again with the Heartbeat query in the README's *Inventory* section"
             }
             Self::DataSources => {
-                "list them again: GET <workspace>/dataSources?$filter=kind eq '<kind>' (see the README)"
+                "list them again: GET <workspace>/dataSources?$filter=kind='<kind>' for each kind (see the README)"
             }
         }
     }
