@@ -576,6 +576,6 @@ async fn refuses_non_loopback_and_wrong_api_versions() {
     );
     assert_eq!(send(c.get(&ws)).await.status, 400, "$filter is required");
     let r = send(c.get(format!("{ws}&$filter=kind='WindowsEvent'"))).await;
-    assert_eq!(r.body["value"].as_array().unwrap().len(), 3);
+    assert_eq!(r.body["value"].as_array().unwrap().len(), 4);
     sim.shutdown().await;
 }

@@ -10,7 +10,7 @@ pub mod settings;
 pub mod table;
 pub mod xpath;
 
-pub use legacy::{LegacyConfig, LegacyConfigError, LegacySecurityTier};
+pub use legacy::{LegacyConfig, LegacyConfigError, LegacySecurityTier, LegacyState};
 pub use settings::DataSourceSettings;
 pub use table::{Catalog, CatalogError, CatalogOverride, CatalogRow, Support};
 

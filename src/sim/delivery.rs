@@ -1,120 +1,50 @@
 //! The ingestion model's pure rules (design.md §2): which data sources a workspace's legacy settings
 //! enable, and which (data source, workspace) pairs a DCR collects.
 
-use std::collections::BTreeSet;
-
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::azure::datasource::kinds;
-use crate::catalog::DataSourceType;
+use crate::azure::WorkspaceDataSource;
+use crate::catalog::{DataSourceType, LegacyState};
 
-/// What the legacy agent collects, read from a workspace's dataSources.
+/// What a workspace's legacy dataSources make the legacy agent send: the catalog's own reading
+/// (`catalog::LegacyConfig`), so the simulator and the planner agree on which setting enables
+/// which source. Sources configured outside the dataSources (firewall and DNS solutions, CEF on
+/// the forwarder) are sent whenever the legacy agent is present.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LegacyConfig {
-    /// Security Events tier (Sentinel or Security Center kind), `None` when absent.
-    pub security_tier: Option<String>,
-    /// WindowsEvent channels, lower-case.
-    pub channels: BTreeSet<String>,
-    /// LinuxSyslog facilities, lower-case.
-    pub facilities: BTreeSet<String>,
-    pub windows_perf: bool,
-    pub linux_perf: bool,
-    pub iis: bool,
-    pub custom_windows: bool,
-    pub custom_linux: bool,
-}
-
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(p)?;
-    }
-    cur.as_str()
-}
+#[serde(transparent)]
+pub struct LegacyConfig(pub crate::catalog::LegacyConfig);
 
 impl LegacyConfig {
-    /// Interpret `(kind, properties)` of every dataSource of a workspace.
-    pub fn from_data_sources<'a>(sources: impl IntoIterator<Item = (&'a str, &'a Value)>) -> Self {
-        let mut c = LegacyConfig::default();
-        for (kind, props) in sources {
-            match kind {
-                k if k == kinds::SENTINEL_SECURITY_EVENTS
-                    || k == kinds::SECURITY_CENTER_SECURITY_EVENTS =>
-                {
-                    if let Some(tier) = str_at(props, &["tier"]) {
-                        let on = !tier.eq_ignore_ascii_case("None");
-                        // Either configuration enabling a tier makes the agent collect.
-                        if on || c.security_tier.is_none() {
-                            c.security_tier = Some(tier.to_string());
-                        }
-                    }
-                }
-                kinds::WINDOWS_EVENT => {
-                    if let Some(n) = str_at(props, &["eventLogName"]) {
-                        c.channels.insert(n.to_ascii_lowercase());
-                    }
-                }
-                kinds::LINUX_SYSLOG => {
-                    if let Some(n) = str_at(props, &["syslogName"]) {
-                        c.facilities.insert(n.to_ascii_lowercase());
-                    }
-                }
-                kinds::WINDOWS_PERFORMANCE_COUNTER => c.windows_perf = true,
-                kinds::LINUX_PERFORMANCE_OBJECT => c.linux_perf = true,
-                kinds::IIS_LOGS => {
-                    c.iis = str_at(props, &["state"])
-                        .is_some_and(|s| s.eq_ignore_ascii_case("OnPremiseEnabled"))
-                }
-                kinds::CUSTOM_LOG => {
-                    let locs = props.pointer("/inputs/0/location/fileSystemLocations");
-                    let has = |k: &str| {
-                        locs.and_then(|l| l.get(k))
-                            .and_then(Value::as_array)
-                            .is_some_and(|a| !a.is_empty())
-                    };
-                    c.custom_windows |= has("windowsFileTypeLogPaths");
-                    c.custom_linux |= has("linuxFileTypeLogPaths");
-                }
-                _ => {}
-            }
-        }
-        c
+    /// Interpret `(name, kind, properties)` of every dataSource of a workspace. An entry the
+    /// catalog cannot read (the simulator stores what a client PUT) enables nothing.
+    pub fn from_data_sources<'a>(
+        sources: impl IntoIterator<Item = (&'a str, &'a str, &'a Value)>,
+    ) -> Self {
+        let readable: Vec<WorkspaceDataSource> = sources
+            .into_iter()
+            .map(|(name, kind, props)| WorkspaceDataSource {
+                id: None,
+                name: (!name.is_empty()).then(|| name.to_string()),
+                resource_type: None,
+                kind: kind.to_string(),
+                properties: props.clone(),
+                etag: None,
+            })
+            .filter(|ds| {
+                crate::catalog::LegacyConfig::from_data_sources(std::slice::from_ref(ds)).is_ok()
+            })
+            .collect();
+        Self(crate::catalog::LegacyConfig::from_data_sources(&readable).unwrap_or_default())
     }
 
-    pub fn security_events_on(&self) -> bool {
-        self.security_tier
-            .as_deref()
-            .is_some_and(|t| !t.eq_ignore_ascii_case("None"))
-    }
-
-    /// Does the workspace's legacy configuration enable `ds` (for a machine that produces it)?
-    /// Firewall, application-and-service, DNS and CEF collection are configured outside the workspace
-    /// dataSources (solutions, the in-guest CEF forwarder): on whenever the legacy agent is present.
+    /// Does the workspace's legacy configuration make the agent send `ds` (for a machine that
+    /// produces it)?
     pub fn enables(&self, ds: DataSourceType) -> bool {
-        use DataSourceType as D;
-        match ds {
-            D::WindowsSecurityEvents => self.security_events_on(),
-            D::WindowsEventLogs => {
-                self.channels.contains("system") || self.channels.contains("application")
-            }
-            D::WindowsSysmon => self
-                .channels
-                .contains("microsoft-windows-sysmon/operational"),
-            D::WindowsForwardedEvents => self.channels.contains("forwardedevents"),
-            D::WindowsFirewallLogs
-            | D::WindowsApplicationServiceLogs
-            | D::WindowsDnsLogs
-            | D::LinuxCef => true,
-            D::WindowsPerformanceCounters => self.windows_perf,
-            D::LinuxPerformanceCounters => self.linux_perf,
-            D::IisLogs => self.iis,
-            D::LinuxSyslog => !self.facilities.is_empty(),
-            D::LinuxSysmon => self.facilities.contains("user") || self.facilities.contains("*"),
-            D::WindowsCustomLogs => self.custom_windows,
-            D::LinuxCustomLogs => self.custom_linux,
-        }
+        matches!(
+            self.0.state(ds),
+            LegacyState::Enabled | LegacyState::NotInDataSources
+        )
     }
 }
 
@@ -255,9 +185,173 @@ pub fn dcr_collects(dcr: &Value) -> Vec<(DataSourceType, String)> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
+    use crate::azure::datasource::kinds;
     use DataSourceType as D;
     use serde_json::json;
+
+    /// A workspace with a dataSource for every legacy setting the catalog knows.
+    fn every_setting() -> Vec<(String, &'static str, Value)> {
+        let sev = json!([{"severity": "err"}, {"severity": "warning"}]);
+        let ev = json!([{"eventType": "Error"}]);
+        vec![
+            (
+                "sentinel".into(),
+                kinds::SENTINEL_SECURITY_EVENTS,
+                json!({"tier": "Recommended"}),
+            ),
+            (
+                "system".into(),
+                kinds::WINDOWS_EVENT,
+                json!({"eventLogName": "System", "eventTypes": ev}),
+            ),
+            (
+                "sysmon".into(),
+                kinds::WINDOWS_EVENT,
+                json!({"eventLogName": "Microsoft-Windows-Sysmon/Operational", "eventTypes": ev}),
+            ),
+            (
+                "forwarded".into(),
+                kinds::WINDOWS_EVENT,
+                json!({"eventLogName": "ForwardedEvents", "eventTypes": ev}),
+            ),
+            (
+                "taskscheduler".into(),
+                kinds::WINDOWS_EVENT,
+                json!({"eventLogName": "Microsoft-Windows-TaskScheduler/Operational", "eventTypes": ev}),
+            ),
+            (
+                "cpu".into(),
+                kinds::WINDOWS_PERFORMANCE_COUNTER,
+                json!({"objectName": "Processor", "counterName": "% Processor Time"}),
+            ),
+            (
+                "iis".into(),
+                kinds::IIS_LOGS,
+                json!({"state": "OnPremiseEnabled"}),
+            ),
+            (
+                "auth".into(),
+                kinds::LINUX_SYSLOG,
+                json!({"syslogName": "auth", "syslogSeverities": sev}),
+            ),
+            (
+                "user".into(),
+                kinds::LINUX_SYSLOG,
+                json!({"syslogName": "user", "syslogSeverities": sev}),
+            ),
+            (
+                "syslog-on".into(),
+                kinds::LINUX_SYSLOG_COLLECTION,
+                json!({"state": "Enabled"}),
+            ),
+            (
+                "mem".into(),
+                kinds::LINUX_PERFORMANCE_OBJECT,
+                json!({"objectName": "Memory", "performanceCounters": [{"counterName": "% Used Memory"}]}),
+            ),
+            (
+                "perf-on".into(),
+                kinds::LINUX_PERFORMANCE_COLLECTION,
+                json!({"state": "Enabled"}),
+            ),
+            (
+                "winapp".into(),
+                kinds::CUSTOM_LOG,
+                json!({"customLogName": "WinApp", "inputs": [{"location": {"fileSystemLocations": {"windowsFileTypeLogPaths": ["C:\\app\\*.log"]}}}]}),
+            ),
+            (
+                "linapp".into(),
+                kinds::CUSTOM_LOG,
+                json!({"customLogName": "LinApp", "inputs": [{"location": {"fileSystemLocations": {"linuxFileTypeLogPaths": ["/var/log/app/*.log"]}}}]}),
+            ),
+        ]
+    }
+
+    fn config(list: &[(String, &'static str, Value)]) -> LegacyConfig {
+        LegacyConfig::from_data_sources(list.iter().map(|(n, k, p)| (n.as_str(), *k, p)))
+    }
+
+    /// Every catalog row: the simulator's legacy agent sends the source exactly when the setting
+    /// the catalog names for it is present. Removing that setting (the dataSources the catalog
+    /// says control it, which a flip changes) stops the source and no source that does not share
+    /// it; a source no dataSource controls is sent whatever the settings.
+    #[test]
+    fn each_source_is_sent_only_through_the_setting_the_catalog_names() {
+        let all = every_setting();
+        let full = config(&all);
+        let catalog = crate::catalog::Catalog::builtin();
+        let rows: BTreeSet<DataSourceType> = catalog
+            .rows()
+            .iter()
+            .filter_map(|r| r.data_source)
+            .collect();
+        assert_eq!(
+            rows.len(),
+            DataSourceType::ALL.len(),
+            "a catalog row per source"
+        );
+        for t in rows {
+            let controlling: BTreeSet<&str> = full.0.data_sources_for(t).into_iter().collect();
+            assert!(full.enables(t), "{t}: sent with every setting present");
+            if full.0.state(t) == LegacyState::NotInDataSources {
+                assert!(controlling.is_empty(), "{t}");
+                assert!(
+                    config(&[]).enables(t),
+                    "{t}: configured outside the dataSources"
+                );
+                continue;
+            }
+            assert!(
+                !controlling.is_empty(),
+                "{t}: the catalog names no dataSource for it"
+            );
+            let without: Vec<_> = all
+                .iter()
+                .filter(|(n, ..)| !controlling.contains(n.as_str()))
+                .cloned()
+                .collect();
+            let less = config(&without);
+            assert!(!less.enables(t), "{t}: still sent without {controlling:?}");
+            for other in DataSourceType::ALL {
+                let shares = full
+                    .0
+                    .data_sources_for(other)
+                    .iter()
+                    .any(|n| controlling.contains(n));
+                if !shares {
+                    assert_eq!(
+                        less.enables(other),
+                        full.enables(other),
+                        "{t}: removing {controlling:?} changed {other}"
+                    );
+                }
+            }
+        }
+        // Application and service logs need a channel of their own (not System or Application).
+        let classic: Vec<_> = all
+            .iter()
+            .filter(|(n, ..)| n != "taskscheduler")
+            .cloned()
+            .collect();
+        assert!(!config(&classic).enables(D::WindowsApplicationServiceLogs));
+        // The collection switches turn the Linux sources off.
+        let off: Vec<_> = all
+            .iter()
+            .map(|(n, k, p)| match *k {
+                kinds::LINUX_SYSLOG_COLLECTION | kinds::LINUX_PERFORMANCE_COLLECTION => {
+                    (n.clone(), *k, json!({"state": "Disabled"}))
+                }
+                _ => (n.clone(), *k, p.clone()),
+            })
+            .collect();
+        let c = config(&off);
+        assert!(!c.enables(D::LinuxSyslog) && !c.enables(D::LinuxSysmon));
+        assert!(!c.enables(D::LinuxPerformanceCounters));
+        assert!(c.enables(D::WindowsEventLogs));
+    }
 
     #[test]
     fn dcr_streams_and_channels_map_to_data_sources() {
@@ -301,15 +395,19 @@ mod tests {
         let tier = |t: &str| json!({"tier": t, "tierSetMethod": "Custom"});
         let sys = json!({"eventLogName": "System", "eventTypes": [{"eventType": "Error"}]});
         let c = LegacyConfig::from_data_sources([
-            (kinds::SENTINEL_SECURITY_EVENTS, &tier("Recommended")),
-            (kinds::WINDOWS_EVENT, &sys),
+            (
+                "sentinel",
+                kinds::SENTINEL_SECURITY_EVENTS,
+                &tier("Recommended"),
+            ),
+            ("system", kinds::WINDOWS_EVENT, &sys),
         ]);
         assert!(c.enables(D::WindowsSecurityEvents) && c.enables(D::WindowsEventLogs));
         assert!(!c.enables(D::IisLogs) && !c.enables(D::LinuxSyslog));
         let none = tier("None");
         let c = LegacyConfig::from_data_sources([
-            (kinds::SENTINEL_SECURITY_EVENTS, &none),
-            (kinds::WINDOWS_EVENT, &sys),
+            ("sentinel", kinds::SENTINEL_SECURITY_EVENTS, &none),
+            ("system", kinds::WINDOWS_EVENT, &sys),
         ]);
         assert!(!c.enables(D::WindowsSecurityEvents));
         assert!(c.enables(D::WindowsEventLogs));

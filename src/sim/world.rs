@@ -227,11 +227,13 @@ pub struct Workspace {
 
 impl Workspace {
     fn refresh(&mut self) {
-        self.legacy = LegacyConfig::from_data_sources(
-            self.data_sources
-                .values()
-                .filter_map(|v| Some((v.get("kind")?.as_str()?, v.get("properties")?))),
-        );
+        self.legacy = LegacyConfig::from_data_sources(self.data_sources.values().filter_map(|v| {
+            Some((
+                v.get("name").and_then(Value::as_str).unwrap_or_default(),
+                v.get("kind")?.as_str()?,
+                v.get("properties")?,
+            ))
+        }));
     }
 }
 
@@ -342,6 +344,11 @@ fn default_data_sources(ws: &WorkspaceSpec) -> BTreeMap<String, Value> {
             "DataSource_WindowsEvent_Sysmon",
             kinds::WINDOWS_EVENT,
             json!({"eventLogName": "Microsoft-Windows-Sysmon/Operational", "eventTypes": [{"eventType": "Error"}, {"eventType": "Warning"}, {"eventType": "Information"}]}),
+        ),
+        mk(
+            "DataSource_WindowsEvent_TaskScheduler",
+            kinds::WINDOWS_EVENT,
+            json!({"eventLogName": "Microsoft-Windows-TaskScheduler/Operational", "eventTypes": [{"eventType": "Error"}, {"eventType": "Warning"}]}),
         ),
         mk(
             "DataSource_LinuxSyslog_auth",
