@@ -481,7 +481,17 @@ proptest! {
         for (i, w) in writes.iter().enumerate() {
             prop_assert!(!writes[i + 1..].contains(w), "repeated write {:?} in {:?}", w, writes);
         }
-        prop_assert!(writes.len() <= 6, "{:?}", writes);
+        // At most: the identity, the install, one removal per association of ours the plan no
+        // longer wants, one association per planned DCR, the legacy removal.
+        let planned: std::collections::BTreeSet<&str> =
+            sc.spec.data_sources.iter().filter_map(|d| d.dcr.as_deref()).collect();
+        let stale = sc
+            .obs
+            .associations
+            .iter()
+            .filter(|a| !planned.contains(a.dcr_id.as_str()))
+            .count();
+        prop_assert!(writes.len() <= 3 + stale + planned.len(), "{:?}", writes);
         let moved = sc.spec.data_sources.iter().any(|s| s.agent == Agent::Ama);
         let needed = !sc.obs.legacy_needed_by.is_empty()
             || sc.spec.data_sources.iter().any(|s| s.agent == Agent::Legacy)
