@@ -7,45 +7,12 @@
 mod scenario_support;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ama_migrator::engine::simulate::default_plan;
 use ama_migrator::sim::{Scenario, SimHandle, Simulator};
-use scenario_support::{needless_repeats, scenario};
-
-fn migrate(sim: &SimHandle, plan: &Path, state: &Path) -> Command {
-    let base = sim.base_url();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ama-migrator"));
-    c.args(["migrate", "--plan"])
-        .arg(plan)
-        .arg("--state")
-        .arg(state)
-        .args(["--credential", "none", "--arm-endpoint", &base])
-        .args(["--log-analytics-endpoint", &format!("{base}/")])
-        .args(["--tick-seconds", "1", "--verify-interval-seconds", "2"])
-        .env_remove("AMA_MIGRATOR_ARM_ENDPOINT")
-        .env_remove("AMA_MIGRATOR_LOG_ANALYTICS_ENDPOINT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
-
-/// A fresh directory for one test with `plan` written as `plan.json` and no state file yet:
-/// (the directory, the plan's path, the state file's path).
-fn workdir(
-    name: &str,
-    plan: &ama_migrator::api::MigrationPlan,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let plan_path = dir.join("plan.json");
-    let state = dir.join("state.db");
-    let _ = std::fs::remove_file(&state);
-    std::fs::write(&plan_path, serde_json::to_vec_pretty(plan).unwrap()).unwrap();
-    (dir, plan_path, state)
-}
+use scenario_support::{migrate_command as migrate, needless_repeats, scenario, workdir};
 
 fn writes(sim: &SimHandle) -> usize {
     sim.request_log()

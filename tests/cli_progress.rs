@@ -5,44 +5,13 @@
 mod scenario_support;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ama_migrator::engine::simulate::default_plan;
-use ama_migrator::sim::{Scenario, SimHandle, Simulator};
-use scenario_support::scenario;
-
-fn migrate(sim: &SimHandle, plan: &Path, state: &Path, extra: &[&str]) -> Command {
-    let base = sim.base_url();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ama-migrator"));
-    c.args(["migrate", "--plan"])
-        .arg(plan)
-        .arg("--state")
-        .arg(state)
-        .args(["--credential", "none", "--arm-endpoint", &base])
-        .args(["--log-analytics-endpoint", &format!("{base}/")])
-        .args(["--tick-seconds", "1", "--verify-interval-seconds", "2"])
-        .args(extra)
-        .env_remove("AMA_MIGRATOR_ARM_ENDPOINT")
-        .env_remove("AMA_MIGRATOR_LOG_ANALYTICS_ENDPOINT")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
-
-/// A fresh directory with `plan` as `plan.json`: (directory, plan path, state path).
-fn workdir(name: &str, plan: &ama_migrator::api::MigrationPlan) -> (PathBuf, PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let plan_path = dir.join("plan.json");
-    std::fs::write(&plan_path, serde_json::to_vec_pretty(plan).unwrap()).unwrap();
-    let state = dir.join("state.db");
-    (dir, plan_path, state)
-}
+use ama_migrator::sim::{Scenario, Simulator};
+use scenario_support::{migrate_command, scenario, workdir};
 
 /// Each stderr line as it arrives.
 fn stderr_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
@@ -77,14 +46,10 @@ async fn migrate_into_a_pipe_prints_wave_changes_and_summaries_while_it_runs() {
     ))
     .unwrap();
     let (dir, plan_path, state) = workdir("ama-cli-progress", &plan);
-    let mut child = migrate(
-        &sim,
-        &plan_path,
-        &state,
-        &["--progress-interval-seconds", "1", "--stall-after", "10m"],
-    )
-    .spawn()
-    .unwrap();
+    let mut child = migrate_command(&sim, &plan_path, &state)
+        .args(["--progress-interval-seconds", "1", "--stall-after", "10m"])
+        .spawn()
+        .unwrap();
     let lines = stderr_lines(&mut child);
     let t = Instant::now();
     let mut seen: Vec<String> = Vec::new();
@@ -173,7 +138,8 @@ async fn a_stalled_run_ends_at_stall_after_with_exit_1_naming_the_senders_and_th
     .unwrap();
     let (dir, plan_path, state) = workdir("ama-cli-stall", &plan);
     let t = Instant::now();
-    let mut child = migrate(&sim, &plan_path, &state, &["--stall-after", "5s"])
+    let mut child = migrate_command(&sim, &plan_path, &state)
+        .args(["--stall-after", "5s"])
         .spawn()
         .unwrap();
     while child.try_wait().unwrap().is_none() {

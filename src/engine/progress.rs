@@ -84,15 +84,7 @@ impl ProgressSink for Bars {
             m.deletes,
             m.throttled,
             s.in_flight,
-            if s.flipped.is_empty() {
-                "none".to_string()
-            } else {
-                s.flipped
-                    .iter()
-                    .map(|t| t.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
+            flipped_list(s)
         ));
     }
 }
@@ -285,16 +277,21 @@ pub fn summary_line(s: &Snapshot, arm: &MetricsSnapshot) -> String {
         arm.writes,
         arm.deletes,
         arm.throttled,
-        if s.flipped.is_empty() {
-            "none".to_string()
-        } else {
-            s.flipped
-                .iter()
-                .map(|t| t.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
+        flipped_list(s)
     )
+}
+
+/// The legacy streams switched off so far, for a progress line (`none` before the first).
+fn flipped_list(s: &Snapshot) -> String {
+    if s.flipped.is_empty() {
+        "none".to_string()
+    } else {
+        s.flipped
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 #[cfg(test)]

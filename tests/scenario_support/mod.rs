@@ -286,3 +286,44 @@ pub fn show(p: &PairDelta) -> String {
         p.machine, p.ds, p.dup, p.gap, p.senders
     )
 }
+
+/// `ama-migrator migrate` (the built binary) against the simulator over HTTP, as a person without
+/// Kubernetes runs it: no credential (loopback), short ticks, stdout and stderr piped. Callers
+/// add their own flags with `.args(...)`.
+pub fn migrate_command(
+    sim: &ama_migrator::sim::SimHandle,
+    plan: &std::path::Path,
+    state: &std::path::Path,
+) -> std::process::Command {
+    let base = sim.base_url();
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ama-migrator"));
+    c.args(["migrate", "--plan"])
+        .arg(plan)
+        .arg("--state")
+        .arg(state)
+        .args(["--credential", "none", "--arm-endpoint", &base])
+        .args(["--log-analytics-endpoint", &format!("{base}/")])
+        .args(["--tick-seconds", "1", "--verify-interval-seconds", "2"])
+        .env_remove("AMA_MIGRATOR_ARM_ENDPOINT")
+        .env_remove("AMA_MIGRATOR_LOG_ANALYTICS_ENDPOINT")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c
+}
+
+/// A fresh directory for one test with `plan` written as `plan.json` and no state file yet:
+/// (the directory, the plan's path, the state file's path).
+pub fn workdir(
+    name: &str,
+    plan: &MigrationPlan,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let plan_path = dir.join("plan.json");
+    let plan_json = serde_json::to_vec_pretty(plan).expect("a plan serializes");
+    std::fs::write(&plan_path, plan_json).expect("the plan is written");
+    let state = dir.join("state.db");
+    (dir, plan_path, state)
+}
