@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde_json::{Value, json};
 
-use crate::api::schema_check::{SchemaViolation, violations};
+use crate::api::schema_check::{SchemaViolation, child, violations};
 use crate::azure::WorkspaceDataSource;
 use crate::azure::resource_id::ResourceId;
 use crate::catalog::LegacyConfig;
@@ -139,15 +139,6 @@ fn check_shape(kind: InputKind, value: &Value, schema: &Value) -> Result<(), Inp
     }
 }
 
-/// `a.b` / `[3]` joins for paths that may start at the document root.
-fn at(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
 // ------------------------------------------------------------------------------------------
 // Inventory
 
@@ -261,7 +252,7 @@ pub fn read_inventory(text: &str) -> Result<Vec<InventoryMachine>, InputError> {
         if let Err(e) = ResourceId::parse(&machine.id) {
             return Err(InputError::value(
                 kind,
-                at(&path, "id"),
+                child(&path, "id"),
                 e.to_string(),
                 "use the machine's full ARM resource ID",
             ));
@@ -269,7 +260,7 @@ pub fn read_inventory(text: &str) -> Result<Vec<InventoryMachine>, InputError> {
         if let Some(first) = seen.insert(machine.id.to_ascii_lowercase(), i) {
             return Err(InputError::value(
                 kind,
-                at(&path, "id"),
+                child(&path, "id"),
                 format!("{} is listed twice (also data[{first}])", machine.id),
                 "pages were merged twice or overlap; export the inventory again",
             ));

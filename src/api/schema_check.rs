@@ -82,7 +82,8 @@ fn short(v: &Value) -> String {
     s
 }
 
-fn child(path: &str, key: &str) -> String {
+/// `path.key`, or `key` at the document root.
+pub(crate) fn child(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
     } else {
